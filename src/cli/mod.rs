@@ -1,0 +1,128 @@
+//! Subcommand parsing and wiring. `main.rs` only calls [`main`].
+
+mod client;
+mod commands;
+mod serve;
+
+pub use client::{Client, ClientError};
+
+use crate::config::Config;
+use crate::engine::EngineConfig;
+use crate::store::StoreOptions;
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Debug, Parser)]
+#[command(name = "venued", version, about = "Edge controller for gaming venues")]
+pub struct Cli {
+    /// Configuration file (TOML). Without it, the embedded defaults apply.
+    #[arg(long, global = true, env = "VENUED_CONFIG")]
+    config: Option<PathBuf>,
+    /// Data directory (overrides the config and VENUED_DATA_DIR).
+    #[arg(long, global = true)]
+    data_dir: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Debug, Subcommand)]
+enum Cmd {
+    /// Run the controller.
+    Serve,
+    /// Check configuration files.
+    #[command(subcommand)]
+    Config(commands::ConfigCmd),
+    /// Manage stations (PCs and consoles).
+    #[command(subcommand)]
+    Station(commands::StationCmd),
+    /// Start, extend, pause, resume, transfer and stop sessions.
+    #[command(subcommand)]
+    Session(commands::SessionCmd),
+    /// Manage staff accounts.
+    #[command(subcommand)]
+    User(commands::UserCmd),
+    /// Verify and read the tamper-evident event log.
+    #[command(subcommand)]
+    Audit(commands::AuditCmd),
+    /// Show the venue clock, or confirm the time as staff.
+    #[command(subcommand)]
+    Clock(commands::ClockCmd),
+}
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    if let Cmd::Config(cmd) = &cli.command {
+        return commands::config(cmd);
+    }
+    let config = match load_config(&cli) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match cli.command {
+        Cmd::Serve => {
+            crate::logging::init(&config.log.level, config.log.format);
+            match runtime.block_on(serve::run(config)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    tracing::error!("{e}");
+                    eprintln!("error: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        // Admin commands log only problems; their output is the answer.
+        cmd => {
+            crate::logging::init("warn", crate::config::LogFormat::Text);
+            runtime.block_on(commands::run(cmd, config))
+        }
+    }
+}
+
+fn load_config(cli: &Cli) -> Result<Config, crate::config::ConfigError> {
+    let mut config = match &cli.config {
+        Some(path) => Config::load(path)?,
+        None => Config::default(),
+    };
+    config.apply_env(&|k| std::env::var(k).ok())?;
+    if let Some(dir) = &cli.data_dir {
+        config.data.dir = dir.clone();
+    }
+    Ok(config)
+}
+
+pub(crate) fn engine_config(config: &Config) -> EngineConfig {
+    EngineConfig {
+        queue_capacity: config.engine.queue_capacity,
+        max_batch: config.engine.max_batch,
+        checkpoint_interval: std::time::Duration::try_from(config.engine.checkpoint_interval)
+            .unwrap_or(std::time::Duration::from_secs(10)),
+        policy: config.session_policy(),
+        outage: config.clock.outage_policy,
+        jump_threshold: config.clock.jump_threshold,
+    }
+}
+
+pub(crate) fn store_options(config: &Config) -> StoreOptions {
+    StoreOptions {
+        cache_bytes: config.data.cache_size_mib as usize * 1024 * 1024,
+    }
+}
+
+pub(crate) fn current_uid() -> u32 {
+    // SAFETY: getuid has no preconditions and cannot fail.
+    unsafe { libc::getuid() }
+}

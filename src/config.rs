@@ -1,0 +1,420 @@
+//! Configuration: TOML, every key optional with a default, kebab-case, unknown keys
+//! refused. Errors name the file, the line, the key and the reason.
+
+use crate::clock::TrustMode;
+use crate::domain::session::SessionPolicy;
+use crate::domain::time::human;
+use crate::domain::timekeeping::OutagePolicy;
+use jiff::SignedDuration;
+use serde::{Deserialize, Serialize};
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields, default)]
+pub struct Config {
+    pub venue: VenueConfig,
+    pub data: DataConfig,
+    pub http: HttpConfig,
+    pub log: LogConfig,
+    pub engine: EngineSection,
+    pub sessions: SessionsConfig,
+    pub clock: ClockConfig,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields, default)]
+pub struct VenueConfig {
+    pub name: String,
+    /// IANA zone for tariffs and reports; instants are always stored in UTC.
+    pub timezone: String,
+}
+
+impl Default for VenueConfig {
+    fn default() -> Self {
+        Self {
+            name: "My venue".into(),
+            timezone: "UTC".into(),
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields, default)]
+pub struct DataConfig {
+    pub dir: PathBuf,
+    /// redb page cache in MiB.
+    pub cache_size_mib: u32,
+}
+
+impl Default for DataConfig {
+    fn default() -> Self {
+        Self {
+            dir: PathBuf::from("./venued-data"),
+            cache_size_mib: 32,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields, default)]
+pub struct HttpConfig {
+    pub listen: Vec<SocketAddr>,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        Self {
+            listen: vec![SocketAddr::from(([127, 0, 0, 1], 8080))],
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum LogFormat {
+    /// Text on a terminal, JSON lines otherwise (journald, files).
+    #[default]
+    Auto,
+    Text,
+    Json,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// A tracing filter: `info`, `debug`, `venued=debug,warn`.
+    pub level: String,
+    pub format: LogFormat,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            level: "info".into(),
+            format: LogFormat::Auto,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields, default)]
+pub struct EngineSection {
+    pub queue_capacity: usize,
+    pub max_batch: usize,
+    pub checkpoint_interval: SignedDuration,
+}
+
+impl Default for EngineSection {
+    fn default() -> Self {
+        Self {
+            queue_capacity: 1024,
+            max_batch: 256,
+            checkpoint_interval: SignedDuration::from_secs(10),
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields, default)]
+pub struct SessionsConfig {
+    pub warnings: Vec<SignedDuration>,
+    pub grace: SignedDuration,
+    pub max_duration: SignedDuration,
+}
+
+impl Default for SessionsConfig {
+    fn default() -> Self {
+        Self {
+            warnings: vec![SignedDuration::from_mins(5), SignedDuration::from_mins(1)],
+            grace: SignedDuration::from_secs(60),
+            max_duration: SignedDuration::from_hours(24),
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields, default)]
+pub struct ClockConfig {
+    pub trust: TrustMode,
+    pub outage_policy: OutagePolicy,
+    pub jump_threshold: SignedDuration,
+}
+
+impl Default for ClockConfig {
+    fn default() -> Self {
+        Self {
+            trust: TrustMode::NtpSync,
+            outage_policy: OutagePolicy::Pause,
+            jump_threshold: SignedDuration::from_secs(2),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub file: Option<PathBuf>,
+    pub line: Option<usize>,
+    pub key: Option<String>,
+    pub reason: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.file {
+            Some(file) => write!(f, "{}", file.display())?,
+            None => f.write_str("configuration")?,
+        }
+        if let Some(line) = self.line {
+            write!(f, ":{line}")?;
+        }
+        if let Some(key) = &self.key {
+            write!(f, ": key `{key}`")?;
+        }
+        write!(f, ": {}", self.reason)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// Where overrides come from; `std::env::var` in production, a map in tests.
+pub type EnvLookup<'a> = &'a dyn Fn(&str) -> Option<String>;
+
+impl Config {
+    /// Parse and validate a file's text. `file` is only used in messages.
+    pub fn parse(text: &str, file: Option<&Path>) -> Result<Self, ConfigError> {
+        let err = |line, key, reason| ConfigError {
+            file: file.map(Path::to_path_buf),
+            line,
+            key,
+            reason,
+        };
+        let de = toml::Deserializer::parse(text).map_err(|e| {
+            let line = e.span().map(|s| line_of(text, s.start));
+            err(line, None, e.message().trim().to_owned())
+        })?;
+        let config: Config = serde_path_to_error::deserialize(de).map_err(|e| {
+            let key = e.path().to_string();
+            let inner = e.into_inner();
+            let line = inner.span().map(|s| line_of(text, s.start));
+            let key = (key != ".").then_some(key);
+            err(line, key, inner.message().trim().to_owned())
+        })?;
+        config.validate().map_err(|(key, reason)| ConfigError {
+            file: file.map(Path::to_path_buf),
+            line: key_line(text, key),
+            key: Some(key.to_owned()),
+            reason,
+        })?;
+        Ok(config)
+    }
+
+    pub fn load(file: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(file).map_err(|e| ConfigError {
+            file: Some(file.to_path_buf()),
+            line: None,
+            key: None,
+            reason: format!("cannot read: {e}"),
+        })?;
+        warn_if_world_writable(file);
+        Self::parse(&text, Some(file))
+    }
+
+    /// Apply `VENUED_DATA_DIR`, `VENUED_HTTP_LISTEN` (comma-separated) and `VENUED_LOG`.
+    pub fn apply_env(&mut self, env: EnvLookup<'_>) -> Result<(), ConfigError> {
+        let err = |var: &str, reason: String| ConfigError {
+            file: None,
+            line: None,
+            key: Some(var.to_owned()),
+            reason,
+        };
+        if let Some(dir) = env("VENUED_DATA_DIR").filter(|d| !d.is_empty()) {
+            self.data.dir = PathBuf::from(dir);
+        }
+        if let Some(listen) = env("VENUED_HTTP_LISTEN") {
+            self.http.listen = listen
+                .split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(|s| {
+                    s.parse().map_err(|_| {
+                        err(
+                            "VENUED_HTTP_LISTEN",
+                            format!("{s:?} is not an address like 127.0.0.1:8080"),
+                        )
+                    })
+                })
+                .collect::<Result<_, _>>()?;
+        }
+        if let Some(level) = env("VENUED_LOG").filter(|l| !l.is_empty()) {
+            self.log.level = level;
+        }
+        self.validate().map_err(|(key, reason)| err(key, reason))
+    }
+
+    fn validate(&self) -> Result<(), (&'static str, String)> {
+        let range = |key, v: SignedDuration, lo: SignedDuration, hi: SignedDuration| {
+            if v < lo || v > hi {
+                Err((
+                    key,
+                    format!(
+                        "must be between {} and {} (got {})",
+                        human(lo),
+                        human(hi),
+                        human(v)
+                    ),
+                ))
+            } else {
+                Ok(())
+            }
+        };
+        let secs = SignedDuration::from_secs;
+        if jiff::tz::TimeZone::get(&self.venue.timezone).is_err() {
+            return Err((
+                "venue.timezone",
+                format!(
+                    "{:?} is not an IANA time zone (e.g. Europe/Berlin)",
+                    self.venue.timezone
+                ),
+            ));
+        }
+        if self.data.dir.as_os_str().is_empty() {
+            return Err(("data.dir", "must not be empty".into()));
+        }
+        if !(1..=1024).contains(&self.data.cache_size_mib) {
+            return Err((
+                "data.cache-size-mib",
+                format!(
+                    "must be between 1 and 1024 (got {})",
+                    self.data.cache_size_mib
+                ),
+            ));
+        }
+        if tracing_subscriber::EnvFilter::try_new(&self.log.level).is_err() {
+            return Err((
+                "log.level",
+                format!(
+                    "{:?} is not a log filter (e.g. info, debug, venued=debug)",
+                    self.log.level
+                ),
+            ));
+        }
+        if !(1..=1_000_000).contains(&self.engine.queue_capacity) {
+            return Err((
+                "engine.queue-capacity",
+                "must be between 1 and 1000000".into(),
+            ));
+        }
+        if !(1..=10_000).contains(&self.engine.max_batch) {
+            return Err(("engine.max-batch", "must be between 1 and 10000".into()));
+        }
+        range(
+            "engine.checkpoint-interval",
+            self.engine.checkpoint_interval,
+            secs(1),
+            secs(300),
+        )?;
+        for w in &self.sessions.warnings {
+            range(
+                "sessions.warnings",
+                *w,
+                secs(1),
+                SignedDuration::from_hours(2),
+            )?;
+        }
+        range(
+            "sessions.grace",
+            self.sessions.grace,
+            SignedDuration::ZERO,
+            SignedDuration::from_hours(1),
+        )?;
+        range(
+            "sessions.max-duration",
+            self.sessions.max_duration,
+            SignedDuration::from_mins(1),
+            SignedDuration::from_hours(24 * 7),
+        )?;
+        range(
+            "clock.jump-threshold",
+            self.clock.jump_threshold,
+            secs(1),
+            SignedDuration::from_hours(1),
+        )?;
+        Ok(())
+    }
+
+    pub fn session_policy(&self) -> SessionPolicy {
+        SessionPolicy::new(
+            self.sessions.warnings.clone(),
+            self.sessions.grace,
+            self.sessions.max_duration,
+        )
+    }
+
+    /// The control socket lives in the data directory; its permissions stand in for login.
+    pub fn socket_path(&self) -> PathBuf {
+        self.data.dir.join(SOCKET_FILE)
+    }
+}
+
+pub const SOCKET_FILE: &str = "venued.sock";
+
+fn line_of(text: &str, offset: usize) -> usize {
+    text.get(..offset).map_or(0, |s| s.matches('\n').count()) + 1
+}
+
+/// Best effort: the line where the last segment of a dotted key is set.
+fn key_line(text: &str, key: &str) -> Option<usize> {
+    let leaf = key.rsplit('.').next()?;
+    text.lines()
+        .position(|l| {
+            let l = l.trim_start();
+            l.starts_with(leaf) && l[leaf.len()..].trim_start().starts_with('=')
+        })
+        .map(|i| i + 1)
+}
+
+fn warn_if_world_writable(file: &Path) {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        if let Ok(meta) = std::fs::metadata(file)
+            && meta.permissions().mode() & 0o002 != 0
+        {
+            tracing::warn!(file = %file.display(), "config file is world-writable; anyone on this box can change how venued runs");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_file_gives_defaults() {
+        assert_eq!(Config::parse("", None), Ok(Config::default()));
+    }
+
+    #[test]
+    fn unknown_key_is_named_with_its_line() {
+        let e = Config::parse("[sessions]\ngrace = \"30s\"\ngrase = \"1m\"\n", None).unwrap_err();
+        assert_eq!(e.line, Some(3));
+        assert!(e.reason.contains("unknown field `grase`"), "{e}");
+    }
+
+    #[test]
+    fn env_overrides_data_dir_and_listen() {
+        let mut c = Config::default();
+        let env = |k: &str| match k {
+            "VENUED_DATA_DIR" => Some("/tmp/x".to_owned()),
+            "VENUED_HTTP_LISTEN" => Some("127.0.0.1:1, [::1]:2".to_owned()),
+            _ => None,
+        };
+        c.apply_env(&env).unwrap();
+        assert_eq!(c.data.dir, PathBuf::from("/tmp/x"));
+        assert_eq!(c.http.listen.len(), 2);
+        let bad = |k: &str| (k == "VENUED_HTTP_LISTEN").then(|| "nonsense".to_owned());
+        assert!(c.apply_env(&bad).is_err());
+    }
+}

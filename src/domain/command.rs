@@ -1,0 +1,76 @@
+//! Commands: every state change the engine accepts, whoever asks for it.
+
+use super::account::Role;
+use super::ids::{SessionId, StationId};
+use super::station::StationKind;
+use super::time::serde_dur;
+use jiff::{SignedDuration, Timestamp};
+use serde::{Deserialize, Serialize};
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Command {
+    AddStation {
+        id: StationId,
+        name: String,
+        kind: StationKind,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        zone: Option<String>,
+    },
+    RemoveStation {
+        id: StationId,
+    },
+    StartSession {
+        station: StationId,
+        /// `None` starts an open-ended (postpaid) session.
+        #[serde(with = "serde_dur::opt", default)]
+        duration: Option<SignedDuration>,
+    },
+    ExtendSession {
+        session: SessionId,
+        #[serde(with = "serde_dur::req")]
+        by: SignedDuration,
+    },
+    PauseSession {
+        session: SessionId,
+    },
+    ResumeSession {
+        session: SessionId,
+    },
+    TransferSession {
+        session: SessionId,
+        to: StationId,
+    },
+    StopSession {
+        session: SessionId,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
+    },
+    /// The password hash travels beside the command (see the engine), never in events.
+    AddUser {
+        name: String,
+        role: Role,
+    },
+    /// Staff state the true time; the venue clock is corrected to it.
+    ConfirmClock {
+        now: Timestamp,
+    },
+}
+
+impl Command {
+    /// A short name for logs and metrics.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::AddStation { .. } => "add_station",
+            Self::RemoveStation { .. } => "remove_station",
+            Self::StartSession { .. } => "start_session",
+            Self::ExtendSession { .. } => "extend_session",
+            Self::PauseSession { .. } => "pause_session",
+            Self::ResumeSession { .. } => "resume_session",
+            Self::TransferSession { .. } => "transfer_session",
+            Self::StopSession { .. } => "stop_session",
+            Self::AddUser { .. } => "add_user",
+            Self::ConfirmClock { .. } => "confirm_clock",
+        }
+    }
+}

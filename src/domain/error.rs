@@ -1,0 +1,89 @@
+//! Why the domain refused a command. Each variant has a stable code, used by the HTTP API
+//! (problem+json `code`) and the CLI.
+
+use super::ids::{SessionId, StationId};
+use super::time::human;
+use jiff::SignedDuration;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DomainError {
+    #[error("station {0} does not exist")]
+    UnknownStation(StationId),
+    #[error("station {0} already exists")]
+    StationExists(StationId),
+    #[error("station {station} is busy with session {session}")]
+    StationBusy {
+        station: StationId,
+        session: SessionId,
+    },
+    #[error("session {0} does not exist")]
+    UnknownSession(SessionId),
+    #[error("session {0} has already ended")]
+    SessionEnded(SessionId),
+    #[error("session {session} is {actual}, not {wanted}")]
+    WrongPhase {
+        session: SessionId,
+        wanted: &'static str,
+        actual: &'static str,
+    },
+    #[error("session {0} is open-ended; there is no end to extend")]
+    OpenEnded(SessionId),
+    #[error("session is already on station {0}")]
+    SameStation(StationId),
+    #[error("invalid {what}: {reason}")]
+    InvalidDuration { what: &'static str, reason: String },
+    #[error("a session may hold at most {} of time (sessions.max-duration)", human(*.max))]
+    TooLong { max: SignedDuration },
+    #[error("invalid {field}: {reason}")]
+    InvalidField {
+        field: &'static str,
+        reason: &'static str,
+    },
+    #[error("user {0:?} already exists")]
+    UserExists(String),
+}
+
+impl DomainError {
+    /// A stable, machine-readable code; clients match on this, never on the message.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::UnknownStation(_) => "station_not_found",
+            Self::StationExists(_) => "station_exists",
+            Self::StationBusy { .. } => "station_busy",
+            Self::UnknownSession(_) => "session_not_found",
+            Self::SessionEnded(_) => "session_ended",
+            Self::WrongPhase { .. } => "session_wrong_phase",
+            Self::OpenEnded(_) => "session_open_ended",
+            Self::SameStation(_) => "same_station",
+            Self::InvalidDuration { .. } => "invalid_duration",
+            Self::TooLong { .. } => "duration_too_long",
+            Self::InvalidField { .. } => "invalid_field",
+            Self::UserExists(_) => "user_exists",
+        }
+    }
+
+    /// Whether the thing named does not exist (404) rather than being in the wrong state
+    /// (409) or malformed (422).
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            Self::UnknownStation(_) | Self::UnknownSession(_) => ErrorKind::NotFound,
+            Self::StationExists(_)
+            | Self::StationBusy { .. }
+            | Self::SessionEnded(_)
+            | Self::WrongPhase { .. }
+            | Self::OpenEnded(_)
+            | Self::SameStation(_)
+            | Self::UserExists(_) => ErrorKind::Conflict,
+            Self::InvalidDuration { .. } | Self::TooLong { .. } | Self::InvalidField { .. } => {
+                ErrorKind::Invalid
+            }
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    NotFound,
+    Conflict,
+    Invalid,
+}

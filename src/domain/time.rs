@@ -1,0 +1,62 @@
+//! Small helpers for instants and durations. Domain code never reads a clock: `now` is
+//! always a parameter.
+
+use jiff::{SignedDuration, Timestamp};
+
+/// `ts + d`, saturating at the ends of jiff's range instead of panicking. Durations in
+/// the domain are validated far below these bounds; saturation only guards corrupt input.
+pub fn add(ts: Timestamp, d: SignedDuration) -> Timestamp {
+    ts.checked_add(d).unwrap_or(if d.is_negative() {
+        Timestamp::MIN
+    } else {
+        Timestamp::MAX
+    })
+}
+
+/// `later - earlier` as a signed duration.
+pub fn since(later: Timestamp, earlier: Timestamp) -> SignedDuration {
+    later.duration_since(earlier)
+}
+
+/// Format a duration the way staff read it: `1h 30m`, `45s`. Sub-second parts are
+/// dropped; everything the domain schedules is in whole seconds.
+pub fn human(d: SignedDuration) -> String {
+    use jiff::fmt::friendly::{Designator, SpanPrinter};
+    static PRINTER: SpanPrinter = SpanPrinter::new().designator(Designator::Compact);
+    PRINTER.duration_to_string(&SignedDuration::from_secs(d.as_secs()))
+}
+
+/// Serde adapters so durations travel as `"30m"` rather than `"PT30M"`; both are accepted
+/// on input.
+pub mod serde_dur {
+    use jiff::SignedDuration;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub mod req {
+        use super::*;
+        pub fn serialize<S: Serializer>(d: &SignedDuration, s: S) -> Result<S::Ok, S::Error> {
+            s.collect_str(&super::super::human(*d))
+        }
+        pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<SignedDuration, D::Error> {
+            SignedDuration::deserialize(d)
+        }
+    }
+
+    pub mod opt {
+        use super::*;
+        pub fn serialize<S: Serializer>(
+            d: &Option<SignedDuration>,
+            s: S,
+        ) -> Result<S::Ok, S::Error> {
+            match d {
+                Some(d) => s.collect_str(&super::super::human(*d)),
+                None => s.serialize_none(),
+            }
+        }
+        pub fn deserialize<'de, D: Deserializer<'de>>(
+            d: D,
+        ) -> Result<Option<SignedDuration>, D::Error> {
+            Option::<SignedDuration>::deserialize(d)
+        }
+    }
+}

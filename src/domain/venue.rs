@@ -1,0 +1,306 @@
+//! The venue's live state and the one function that decides what a command does to it.
+//!
+//! `decide` is pure: (state, command, now, policy) -> events. `apply` folds an event into
+//! the state. The engine runs both inside one store transaction.
+
+use super::account::{Role, valid_user_name};
+use super::command::Command;
+use super::error::DomainError;
+use super::ids::{SessionId, StationId};
+use super::session::{Session, SessionChange, SessionPolicy};
+use super::station::{MAX_NAME_LEN, Station};
+use super::time::serde_dur;
+use super::timekeeping::{Correction, OutagePolicy, TrustSource};
+use jiff::{SignedDuration, Timestamp};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// What happened. Session events carry the session as it is afterwards, so each event is
+/// readable on its own in the audit log.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum EventKind {
+    StationAdded {
+        station: Station,
+    },
+    StationRemoved {
+        station: StationId,
+    },
+    Session {
+        change: SessionChange,
+        session: Session,
+    },
+    UserAdded {
+        name: String,
+        role: Role,
+    },
+    /// How the venue clock started after a boot.
+    ClockBooted {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        last_checkpoint: Option<Timestamp>,
+        wall: Timestamp,
+        venue_now: Timestamp,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        trusted: Option<TrustSource>,
+        policy: OutagePolicy,
+        #[serde(
+            with = "serde_dur::opt",
+            default,
+            skip_serializing_if = "Option::is_none"
+        )]
+        downtime: Option<SignedDuration>,
+        #[serde(with = "serde_dur::req")]
+        shift: SignedDuration,
+    },
+    /// A trusted source corrected the venue clock.
+    ClockCorrected {
+        source: TrustSource,
+        from: Timestamp,
+        to: Timestamp,
+        #[serde(flatten)]
+        correction: Correction,
+    },
+    /// The untrusted wall clock disagreed with the venue clock and was not followed.
+    ClockJumpIgnored {
+        wall: Timestamp,
+        venue_now: Timestamp,
+        #[serde(with = "serde_dur::req")]
+        offset: SignedDuration,
+    },
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct VenueState {
+    pub stations: BTreeMap<StationId, Station>,
+    /// Active sessions only; ended ones live in the store's history.
+    pub sessions: BTreeMap<SessionId, Session>,
+    /// Which active session occupies a station.
+    pub occupant: BTreeMap<StationId, SessionId>,
+    pub users: BTreeMap<String, Role>,
+    pub next_session: u64,
+}
+
+/// Upper bound on free-text reasons staff attach to commands.
+pub const MAX_REASON_LEN: usize = 500;
+
+impl VenueState {
+    pub fn session_on(&self, station: &StationId) -> Option<&Session> {
+        self.occupant
+            .get(station)
+            .and_then(|id| self.sessions.get(id))
+    }
+
+    pub fn decide(
+        &self,
+        cmd: &Command,
+        now: Timestamp,
+        policy: &SessionPolicy,
+    ) -> Result<Vec<EventKind>, DomainError> {
+        let one = |change, session| Ok(vec![EventKind::Session { change, session }]);
+        match cmd {
+            Command::AddStation {
+                id,
+                name,
+                kind,
+                zone,
+            } => {
+                if self.stations.contains_key(id) {
+                    return Err(DomainError::StationExists(id.clone()));
+                }
+                check_name("name", name)?;
+                if let Some(zone) = zone {
+                    check_name("zone", zone)?;
+                }
+                Ok(vec![EventKind::StationAdded {
+                    station: Station {
+                        id: id.clone(),
+                        name: name.trim().to_owned(),
+                        kind: *kind,
+                        zone: zone.as_ref().map(|z| z.trim().to_owned()),
+                    },
+                }])
+            }
+            Command::RemoveStation { id } => {
+                self.station(id)?;
+                if let Some(session) = self.occupant.get(id) {
+                    return Err(DomainError::StationBusy {
+                        station: id.clone(),
+                        session: *session,
+                    });
+                }
+                Ok(vec![EventKind::StationRemoved {
+                    station: id.clone(),
+                }])
+            }
+            Command::StartSession { station, duration } => {
+                self.require_free(station)?;
+                let id = SessionId(self.next_session.max(1));
+                let session = Session::start(id, station.clone(), *duration, now, policy)?;
+                one(SessionChange::Started, session)
+            }
+            Command::ExtendSession { session, by } => one(
+                SessionChange::Extended { by: *by },
+                self.session(*session)?.extend(*by, now, policy)?,
+            ),
+            Command::PauseSession { session } => {
+                one(SessionChange::Paused, self.session(*session)?.pause(now)?)
+            }
+            Command::ResumeSession { session } => {
+                one(SessionChange::Resumed, self.session(*session)?.resume(now)?)
+            }
+            Command::TransferSession { session, to } => {
+                let current = self.session(*session)?;
+                if current.station == *to {
+                    return Err(DomainError::SameStation(to.clone()));
+                }
+                self.require_free(to)?;
+                let from = current.station.clone();
+                one(
+                    SessionChange::Transferred { from },
+                    current.transfer(to.clone())?,
+                )
+            }
+            Command::StopSession { session, reason } => {
+                if let Some(reason) = reason
+                    && reason.chars().count() > MAX_REASON_LEN
+                {
+                    return Err(DomainError::InvalidField {
+                        field: "reason",
+                        reason: "is longer than 500 characters",
+                    });
+                }
+                let reason = reason.clone().filter(|r| !r.trim().is_empty());
+                one(
+                    SessionChange::Stopped { reason },
+                    self.session(*session)?.stop(now)?,
+                )
+            }
+            Command::AddUser { name, role } => {
+                if !valid_user_name(name) {
+                    return Err(DomainError::InvalidField {
+                        field: "name",
+                        reason: "must be 1-64 letters, digits or . _ - @",
+                    });
+                }
+                if self.users.contains_key(name) {
+                    return Err(DomainError::UserExists(name.clone()));
+                }
+                Ok(vec![EventKind::UserAdded {
+                    name: name.clone(),
+                    role: *role,
+                }])
+            }
+            // Clock commands are decided by the engine, which owns the venue clock.
+            Command::ConfirmClock { .. } => Ok(Vec::new()),
+        }
+    }
+
+    /// Timer transitions due for one session at `now`, in order.
+    pub fn due(&self, id: SessionId, now: Timestamp, policy: &SessionPolicy) -> Vec<EventKind> {
+        let mut events = Vec::new();
+        let Some(mut session) = self.sessions.get(&id).cloned() else {
+            return events;
+        };
+        while let Some((change, next)) = session.due(now, policy) {
+            events.push(EventKind::Session {
+                change,
+                session: next.clone(),
+            });
+            session = next;
+        }
+        events
+    }
+
+    /// Move every active session by `offset` (a clock correction), as audited events.
+    pub fn shift_all(&self, offset: SignedDuration) -> Vec<EventKind> {
+        if offset.is_zero() {
+            return Vec::new();
+        }
+        self.sessions
+            .values()
+            .map(|s| EventKind::Session {
+                change: SessionChange::Shifted { offset },
+                session: s.shift(offset),
+            })
+            .collect()
+    }
+
+    pub fn apply(&mut self, event: &EventKind) {
+        match event {
+            EventKind::StationAdded { station } => {
+                self.stations.insert(station.id.clone(), station.clone());
+            }
+            EventKind::StationRemoved { station } => {
+                self.stations.remove(station);
+            }
+            EventKind::Session { session, .. } => self.put_session(session.clone()),
+            EventKind::UserAdded { name, role } => {
+                self.users.insert(name.clone(), *role);
+            }
+            EventKind::ClockBooted { .. }
+            | EventKind::ClockCorrected { .. }
+            | EventKind::ClockJumpIgnored { .. } => {}
+        }
+    }
+
+    /// Insert or replace a session, keeping the station index and id counter in step.
+    pub fn put_session(&mut self, session: Session) {
+        self.next_session = self.next_session.max(session.id.0 + 1);
+        if let Some(old) = self.sessions.remove(&session.id)
+            && self.occupant.get(&old.station) == Some(&old.id)
+        {
+            self.occupant.remove(&old.station);
+        }
+        if session.is_active() {
+            self.occupant.insert(session.station.clone(), session.id);
+            self.sessions.insert(session.id, session);
+        }
+    }
+
+    fn station(&self, id: &StationId) -> Result<&Station, DomainError> {
+        self.stations
+            .get(id)
+            .ok_or_else(|| DomainError::UnknownStation(id.clone()))
+    }
+
+    fn session(&self, id: SessionId) -> Result<&Session, DomainError> {
+        // Ended sessions are not in memory; the engine tells "ended" from "unknown".
+        self.sessions
+            .get(&id)
+            .ok_or(DomainError::UnknownSession(id))
+    }
+
+    fn require_free(&self, station: &StationId) -> Result<(), DomainError> {
+        self.station(station)?;
+        match self.occupant.get(station) {
+            Some(session) => Err(DomainError::StationBusy {
+                station: station.clone(),
+                session: *session,
+            }),
+            None => Ok(()),
+        }
+    }
+}
+
+fn check_name(field: &'static str, value: &str) -> Result<(), DomainError> {
+    let trimmed = value.trim();
+    if trimmed.is_empty() {
+        return Err(DomainError::InvalidField {
+            field,
+            reason: "must not be empty",
+        });
+    }
+    if trimmed.chars().count() > MAX_NAME_LEN {
+        return Err(DomainError::InvalidField {
+            field,
+            reason: "is longer than 64 characters",
+        });
+    }
+    if trimmed.chars().any(char::is_control) {
+        return Err(DomainError::InvalidField {
+            field,
+            reason: "contains control characters",
+        });
+    }
+    Ok(())
+}

@@ -1,0 +1,535 @@
+//! The writer thread: one redb write transaction at a time, group-committed.
+//!
+//! It runs on its own OS thread because redb writes block (fsync); async workers only
+//! enqueue and await a oneshot reply. Each iteration stages every change on copies of
+//! the state, writes them in one transaction, and only after the commit succeeds adopts
+//! the copies, answers the requests and broadcasts the events.
+
+use super::venue_clock::VenueClock;
+use super::{EngineConfig, EngineError, EngineStats, Msg, Reply, Request, Snapshot};
+use crate::clock::Clock;
+use crate::domain::{Actor, Command, DomainError, EventKind, SessionId, VenueState};
+use crate::store::{
+    self, ChainHead, EventBody, IdempotencyRecord, Store, StoreError, StoreLocation, StoreOptions,
+    UserRecord,
+};
+use jiff::Timestamp;
+use redb::WriteTransaction;
+use sha2::{Digest, Sha256};
+use std::cmp::Reverse;
+use std::collections::{BTreeSet, BinaryHeap, HashMap};
+use std::sync::atomic::Ordering;
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+use tokio::sync::{broadcast, oneshot, watch};
+
+/// Longest the writer sleeps: clock observation and checkpoint cadence.
+const TICK: Duration = Duration::from_secs(1);
+/// Pause between attempts to reopen a store after an I/O failure.
+const REOPEN_BACKOFF: Duration = Duration::from_millis(100);
+
+type ReplyTx = oneshot::Sender<Result<Reply, EngineError>>;
+
+pub(super) struct Writer {
+    location: StoreLocation,
+    store_options: StoreOptions,
+    config: EngineConfig,
+    clock: Arc<dyn Clock>,
+    rx: Receiver<Msg>,
+    events_tx: broadcast::Sender<Arc<store::Event>>,
+    snapshot_tx: watch::Sender<Arc<Snapshot>>,
+    shared_store: Arc<RwLock<Store>>,
+    stats: Arc<EngineStats>,
+    /// `None` after a failed commit, until a reopen succeeds.
+    store: Option<Store>,
+    state: VenueState,
+    head: ChainHead,
+    vclock: VenueClock,
+    deadlines: BinaryHeap<Reverse<(Timestamp, SessionId)>>,
+    last_checkpoint: Duration,
+    last_reopen_attempt: Option<Instant>,
+}
+
+/// One iteration's changes, adopted only after the commit.
+struct Staged {
+    state: VenueState,
+    head: ChainHead,
+    vclock: VenueClock,
+    events: Vec<store::Event>,
+    touched: BTreeSet<SessionId>,
+    replies: Vec<(ReplyTx, Result<Reply, EngineError>)>,
+    syncs: Vec<oneshot::Sender<()>>,
+    /// Idempotency records written in this transaction.
+    keys: HashMap<String, IdempotencyRecord>,
+}
+
+impl Writer {
+    pub(super) fn boot(
+        location: StoreLocation,
+        store_options: StoreOptions,
+        config: EngineConfig,
+        clock: Arc<dyn Clock>,
+        rx: Receiver<Msg>,
+        events_tx: broadcast::Sender<Arc<store::Event>>,
+        stats: Arc<EngineStats>,
+    ) -> Result<Self, StoreError> {
+        let store = Store::open(&location, &store_options)?;
+        let loaded = store.load()?;
+        let mono = clock.monotonic();
+        let (vclock, boot_events) = VenueClock::boot(
+            &loaded.state,
+            loaded.checkpoint,
+            clock.wall(),
+            mono,
+            clock.wall_trust(),
+            config.outage,
+            config.jump_threshold,
+        );
+        let (snapshot_tx, _) = watch::channel(Arc::new(Snapshot {
+            state: loaded.state.clone(),
+            clock: vclock.status.clone(),
+            anchor: vclock.anchor(),
+        }));
+        let mut writer = Self {
+            location,
+            store_options,
+            config,
+            clock,
+            rx,
+            events_tx,
+            snapshot_tx,
+            shared_store: Arc::new(RwLock::new(store.clone())),
+            stats,
+            store: Some(store.clone()),
+            state: loaded.state,
+            head: loaded.head,
+            vclock,
+            deadlines: BinaryHeap::new(),
+            last_checkpoint: mono,
+            last_reopen_attempt: None,
+        };
+        writer.rebuild_deadlines();
+        // The boot decision is durable before any command runs; overdue sessions are
+        // settled in the same transaction.
+        let txn = store.begin_write()?;
+        let mut staged = writer.stage();
+        let now = staged.vclock.now(mono);
+        for kind in boot_events {
+            Self::record(&txn, &mut staged, now, &Actor::System, None, None, kind)?;
+        }
+        writer.fire_timers(&txn, &mut staged, now)?;
+        store::write::checkpoint(&txn, now)?;
+        txn.commit().map_err(StoreError::from)?;
+        writer.adopt(staged, mono);
+        Ok(writer)
+    }
+
+    pub(super) fn snapshot_receiver(&self) -> watch::Receiver<Arc<Snapshot>> {
+        self.snapshot_tx.subscribe()
+    }
+
+    pub(super) fn shared_store(&self) -> Arc<RwLock<Store>> {
+        self.shared_store.clone()
+    }
+
+    pub(super) fn run(mut self) {
+        loop {
+            let mut batch = Vec::new();
+            let mut stop = false;
+            match self.rx.recv_timeout(self.wait_time()) {
+                Ok(msg) => {
+                    batch.push(msg);
+                    batch.extend(
+                        self.rx
+                            .try_iter()
+                            .take(self.config.max_batch.saturating_sub(1)),
+                    );
+                }
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => stop = true,
+            }
+            stop |= batch.iter().any(|m| matches!(m, Msg::Shutdown));
+            self.iteration(batch, stop);
+            if stop {
+                // Answer everything queued before the stop, then leave.
+                loop {
+                    let rest: Vec<Msg> = self.rx.try_iter().take(self.config.max_batch).collect();
+                    if rest.is_empty() {
+                        break;
+                    }
+                    self.iteration(rest, true);
+                }
+                tracing::info!("engine stopped; every queued command was answered");
+                return;
+            }
+        }
+    }
+
+    fn wait_time(&self) -> Duration {
+        let mono = self.clock.monotonic();
+        let now = self.vclock.now(mono);
+        let mut wait = TICK;
+        if let Some(Reverse((deadline, _))) = self.deadlines.peek() {
+            let until = deadline.duration_since(now);
+            wait = wait.min(Duration::try_from(until).unwrap_or(Duration::ZERO));
+        }
+        let since_checkpoint = mono.saturating_sub(self.last_checkpoint);
+        wait.min(
+            self.config
+                .checkpoint_interval
+                .saturating_sub(since_checkpoint),
+        )
+    }
+
+    fn stage(&self) -> Staged {
+        Staged {
+            state: self.state.clone(),
+            head: self.head.clone(),
+            vclock: self.vclock.clone(),
+            events: Vec::new(),
+            touched: BTreeSet::new(),
+            replies: Vec::new(),
+            syncs: Vec::new(),
+            keys: HashMap::new(),
+        }
+    }
+
+    fn iteration(&mut self, batch: Vec<Msg>, force_checkpoint: bool) {
+        self.stats
+            .queue_depth
+            .fetch_sub(batch.len() as u64, Ordering::Relaxed);
+        let mono = self.clock.monotonic();
+        let mut staged = self.stage();
+        let mut requests = Vec::new();
+        for msg in batch {
+            match msg {
+                Msg::Exec(req, tx) => requests.push((req, tx)),
+                Msg::Sync(tx) => staged.syncs.push(tx),
+                Msg::Shutdown => {}
+            }
+        }
+        let now_before = staged.vclock.now(mono);
+        let timers_due = self
+            .deadlines
+            .peek()
+            .is_some_and(|Reverse((t, _))| *t <= now_before);
+        let checkpoint_due = force_checkpoint
+            || mono.saturating_sub(self.last_checkpoint) >= self.config.checkpoint_interval;
+        let clock_events = staged.vclock.observe(
+            &staged.state,
+            self.clock.wall(),
+            mono,
+            self.clock.wall_trust(),
+        );
+        if requests.is_empty() && clock_events.is_empty() && !timers_due && !checkpoint_due {
+            self.vclock = staged.vclock;
+            for tx in staged.syncs {
+                let _ = tx.send(());
+            }
+            return;
+        }
+        let Some(store) = self.available_store() else {
+            let err = EngineError::Storage {
+                message: "the store is unavailable after an I/O error; retrying".into(),
+                disk_full: false,
+            };
+            for (_, tx) in requests {
+                let _ = tx.send(Err(err.clone()));
+            }
+            for tx in staged.syncs {
+                let _ = tx.send(());
+            }
+            return;
+        };
+        let started = Instant::now();
+        let result = store.begin_write().and_then(|txn| {
+            let now = staged.vclock.now(mono);
+            for kind in clock_events {
+                Self::record(&txn, &mut staged, now, &Actor::System, None, None, kind)?;
+            }
+            for (req, tx) in requests.drain(..) {
+                let outcome = self.execute(&txn, &mut staged, now, &req)?;
+                staged.replies.push((tx, outcome));
+            }
+            self.fire_timers(&txn, &mut staged, now)?;
+            store::write::checkpoint(&txn, now)?;
+            txn.commit().map_err(StoreError::from)
+        });
+        match result {
+            Ok(()) => {
+                let micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+                self.stats.commits.fetch_add(1, Ordering::Relaxed);
+                self.stats
+                    .commit_micros_total
+                    .fetch_add(micros, Ordering::Relaxed);
+                self.adopt(staged, mono);
+            }
+            Err(e) => {
+                self.stats.failed_commits.fetch_add(1, Ordering::Relaxed);
+                tracing::error!(error = %e, "write failed; nothing in this batch was acknowledged");
+                let err = EngineError::storage(&e);
+                // Requests not reached before the failure are answered too.
+                let pending = requests.into_iter().map(|(_, tx)| tx);
+                for tx in staged.replies.into_iter().map(|(tx, _)| tx).chain(pending) {
+                    let _ = tx.send(Err(err.clone()));
+                }
+                for tx in staged.syncs {
+                    let _ = tx.send(());
+                }
+                // redb refuses writes after a failed commit: reopen and reload.
+                self.store = None;
+            }
+        }
+    }
+
+    /// One request inside the transaction. `Err` only for storage failures (which abort
+    /// the whole batch); domain refusals are an `Ok(Err(..))` answer.
+    fn execute(
+        &self,
+        txn: &WriteTransaction,
+        staged: &mut Staged,
+        now: Timestamp,
+        req: &Request,
+    ) -> Result<Result<Reply, EngineError>, StoreError> {
+        self.stats.commands.fetch_add(1, Ordering::Relaxed);
+        let fingerprint = fingerprint(&req.command)?;
+        if let Some(key) = &req.idempotency_key {
+            let known = match staged.keys.get(key) {
+                Some(rec) => Some(rec.clone()),
+                None => store::write::read_idempotency(txn, key)?,
+            };
+            if let Some(rec) = known {
+                if rec.fingerprint != fingerprint {
+                    return Ok(Err(EngineError::KeyReused(key.clone())));
+                }
+                let mut reply: Reply = serde_json::from_value(rec.reply)?;
+                reply.replayed = true;
+                return Ok(Ok(reply));
+            }
+        }
+        let kinds = match &req.command {
+            Command::ConfirmClock { now: real } => {
+                let mono = self.clock.monotonic();
+                staged.vclock.correct(
+                    &staged.state,
+                    now,
+                    *real,
+                    mono,
+                    crate::domain::timekeeping::TrustSource::Staff,
+                )
+            }
+            cmd => match staged.state.decide(cmd, now, &self.config.policy) {
+                Ok(kinds) => kinds,
+                Err(DomainError::UnknownSession(id)) => {
+                    // Ended sessions are not in memory: tell "ended" from "never existed".
+                    return Ok(Err(self.unknown_or_ended(id)));
+                }
+                Err(e) => return Ok(Err(e.into())),
+            },
+        };
+        let mut reply = Reply {
+            events: Vec::with_capacity(kinds.len()),
+            replayed: false,
+        };
+        for kind in kinds {
+            let event = Self::record(
+                txn,
+                staged,
+                now,
+                &req.actor,
+                req.idempotency_key.clone(),
+                req.secret.as_deref(),
+                kind,
+            )?;
+            reply.events.push(event);
+        }
+        if let Some(key) = &req.idempotency_key {
+            let rec = IdempotencyRecord {
+                fingerprint,
+                reply: serde_json::to_value(&reply)?,
+                at: now,
+            };
+            store::write::idempotency(txn, key, &rec)?;
+            staged.keys.insert(key.clone(), rec);
+        }
+        Ok(Ok(reply))
+    }
+
+    fn unknown_or_ended(&self, id: SessionId) -> EngineError {
+        let ended = self
+            .store
+            .as_ref()
+            .and_then(|s| s.session(id).ok().flatten())
+            .is_some();
+        if ended {
+            DomainError::SessionEnded(id).into()
+        } else {
+            DomainError::UnknownSession(id).into()
+        }
+    }
+
+    /// Append one event, fold it into the staged state and write its projection.
+    fn record(
+        txn: &WriteTransaction,
+        staged: &mut Staged,
+        now: Timestamp,
+        actor: &Actor,
+        request: Option<String>,
+        secret: Option<&str>,
+        kind: EventKind,
+    ) -> Result<store::Event, StoreError> {
+        match &kind {
+            EventKind::StationAdded { station } => store::write::station(txn, station)?,
+            EventKind::StationRemoved { station } => store::write::remove_station(txn, station)?,
+            EventKind::Session { session, .. } => {
+                store::write::session(txn, session)?;
+                staged.touched.insert(session.id);
+            }
+            EventKind::UserAdded { name, role } => store::write::user(
+                txn,
+                &UserRecord {
+                    name: name.clone(),
+                    role: *role,
+                    password_hash: secret.unwrap_or_default().to_owned(),
+                    created_at: now,
+                },
+            )?,
+            EventKind::ClockBooted { .. }
+            | EventKind::ClockCorrected { .. }
+            | EventKind::ClockJumpIgnored { .. } => {}
+        }
+        staged.state.apply(&kind);
+        let event = staged.head.append(
+            txn,
+            EventBody {
+                at: now,
+                actor: actor.clone(),
+                request,
+                kind,
+            },
+        )?;
+        staged.events.push(event.clone());
+        Ok(event)
+    }
+
+    /// Warnings, expiry and grace end for every session whose deadline has come.
+    fn fire_timers(
+        &mut self,
+        txn: &WriteTransaction,
+        staged: &mut Staged,
+        now: Timestamp,
+    ) -> Result<(), StoreError> {
+        let mut due = BTreeSet::new();
+        // Popped entries come back through `adopt` (touched sessions) or, after a failed
+        // commit, through the rebuild on reopen.
+        while let Some(Reverse((t, id))) = self.deadlines.peek().copied() {
+            if t > now {
+                break;
+            }
+            self.deadlines.pop();
+            due.insert(id);
+        }
+        for id in due {
+            for kind in staged.state.due(id, now, &self.config.policy) {
+                Self::record(txn, staged, now, &Actor::System, None, None, kind)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The commit succeeded: adopt the staged state, answer, publish.
+    fn adopt(&mut self, staged: Staged, mono: Duration) {
+        self.state = staged.state;
+        self.head = staged.head;
+        self.vclock = staged.vclock;
+        self.last_checkpoint = mono;
+        for id in &staged.touched {
+            self.push_deadline(*id);
+        }
+        let clock_changed = self.snapshot_tx.borrow().clock != self.vclock.status;
+        if !staged.events.is_empty() || clock_changed {
+            self.publish();
+        }
+        for event in staged.events {
+            let _ = self.events_tx.send(Arc::new(event));
+        }
+        for (tx, reply) in staged.replies {
+            let _ = tx.send(reply);
+        }
+        for tx in staged.syncs {
+            let _ = tx.send(());
+        }
+    }
+
+    fn publish(&self) {
+        self.snapshot_tx.send_replace(Arc::new(Snapshot {
+            state: self.state.clone(),
+            clock: self.vclock.status.clone(),
+            anchor: self.vclock.anchor(),
+        }));
+    }
+
+    fn push_deadline(&mut self, id: SessionId) {
+        if let Some(t) = self
+            .state
+            .sessions
+            .get(&id)
+            .and_then(|s| s.next_deadline(&self.config.policy))
+        {
+            self.deadlines.push(Reverse((t, id)));
+        }
+    }
+
+    fn rebuild_deadlines(&mut self) {
+        self.deadlines.clear();
+        let ids: Vec<SessionId> = self.state.sessions.keys().copied().collect();
+        for id in ids {
+            self.push_deadline(id);
+        }
+    }
+
+    /// The open store, reopening (and reloading from it) after a failure.
+    fn available_store(&mut self) -> Option<Store> {
+        if let Some(store) = &self.store {
+            return Some(store.clone());
+        }
+        if self
+            .last_reopen_attempt
+            .is_some_and(|t| t.elapsed() < REOPEN_BACKOFF)
+        {
+            return None;
+        }
+        self.last_reopen_attempt = Some(Instant::now());
+        // The failed handle must be gone before the file can be opened again.
+        *self
+            .shared_store
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = match self.reopen() {
+            Ok(store) => store,
+            Err(e) => {
+                tracing::warn!(error = %e, "store still unavailable");
+                return None;
+            }
+        };
+        self.store.clone()
+    }
+
+    fn reopen(&mut self) -> Result<Store, StoreError> {
+        let store = Store::open(&self.location, &self.store_options)?;
+        // What is on disk is the truth: a failed commit may or may not have landed.
+        let loaded = store.load()?;
+        self.state = loaded.state;
+        self.head = loaded.head;
+        self.rebuild_deadlines();
+        self.publish();
+        tracing::info!("store reopened after an I/O failure");
+        self.store = Some(store.clone());
+        Ok(store)
+    }
+}
+
+fn fingerprint(cmd: &Command) -> Result<String, StoreError> {
+    let digest = Sha256::digest(serde_json::to_vec(cmd)?);
+    Ok(store::eventlog::hex(&digest.into()))
+}

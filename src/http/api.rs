@@ -1,0 +1,630 @@
+//! `/api/v1` handlers. Each mutating handler turns its body into one domain command,
+//! sends it to the engine and renders what the engine committed.
+
+use super::AppState;
+use super::error::ApiError;
+use super::extract::{ApiJson, Caller, IdempotencyKey};
+use crate::domain::time::serde_dur;
+use crate::domain::{
+    Command, EventKind, Role, Session, SessionId, Station, StationId, StationKind,
+};
+use crate::engine::{ClockStatus, Reply, Request};
+use crate::store::{Event, VerifyReport};
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use jiff::{SignedDuration, Timestamp};
+use serde::{Deserialize, Serialize};
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/api/v1/stations", get(list_stations).post(add_station))
+        .route(
+            "/api/v1/stations/{id}",
+            get(get_station).delete(remove_station),
+        )
+        .route("/api/v1/sessions", get(list_sessions).post(start_session))
+        .route("/api/v1/sessions/{id}", get(get_session))
+        .route("/api/v1/sessions/{id}/extend", post(extend_session))
+        .route("/api/v1/sessions/{id}/pause", post(pause_session))
+        .route("/api/v1/sessions/{id}/resume", post(resume_session))
+        .route("/api/v1/sessions/{id}/transfer", post(transfer_session))
+        .route("/api/v1/sessions/{id}/stop", post(stop_session))
+        .route("/api/v1/events", get(list_events))
+        .route("/api/v1/audit/verify", get(verify))
+        .route("/api/v1/clock", get(clock_status))
+        .route("/api/v1/clock/confirm", post(confirm_clock))
+        .route("/api/v1/users", post(add_user))
+}
+
+pub fn ops_routes() -> Router<AppState> {
+    Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(ready))
+}
+
+// ---- views ----
+
+/// A session as clients see it: the stored state plus what it means now.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct SessionView {
+    #[serde(flatten)]
+    pub session: Session,
+    /// Absolute deadline while running; clients count down to it, never from a length.
+    pub ends_at: Option<Timestamp>,
+    #[serde(with = "serde_dur::opt")]
+    pub remaining: Option<SignedDuration>,
+    #[serde(with = "serde_dur::req")]
+    pub used: SignedDuration,
+    pub server_time: Timestamp,
+}
+
+impl SessionView {
+    fn new(session: Session, now: Timestamp) -> Self {
+        Self {
+            ends_at: session.ends_at(),
+            remaining: session.remaining(now),
+            used: session.used(now),
+            server_time: now,
+            session,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct StationView {
+    #[serde(flatten)]
+    pub station: Station,
+    pub session: Option<SessionView>,
+}
+
+/// The result of a command: what it produced and the events it wrote.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct CommandResult<T> {
+    #[serde(flatten)]
+    pub result: T,
+    pub events: Vec<Event>,
+    pub replayed: bool,
+}
+
+fn station_view(state: &AppState, station: &Station) -> StationView {
+    let snap = state.engine.snapshot();
+    let now = state.engine.now();
+    StationView {
+        station: station.clone(),
+        session: snap
+            .state
+            .session_on(&station.id)
+            .map(|s| SessionView::new(s.clone(), now)),
+    }
+}
+
+// ---- helpers ----
+
+async fn run(
+    state: &AppState,
+    caller: Caller,
+    key: IdempotencyKey,
+    command: Command,
+) -> Result<Reply, ApiError> {
+    let request = Request::new(command, caller.0).with_key(key.0);
+    Ok(state.engine.execute(request).await?)
+}
+
+/// The session as written by the last session event of a reply.
+fn session_result(
+    reply: Reply,
+    now: Timestamp,
+) -> Result<Json<CommandResult<SessionView>>, ApiError> {
+    let session = reply
+        .events
+        .iter()
+        .rev()
+        .find_map(|e| match &e.body.kind {
+            EventKind::Session { session, .. } => Some(session.clone()),
+            _ => None,
+        })
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                "the command produced no session event",
+            )
+        })?;
+    Ok(Json(CommandResult {
+        result: SessionView::new(session, now),
+        events: reply.events,
+        replayed: reply.replayed,
+    }))
+}
+
+fn parse_session_id(raw: &str) -> Result<SessionId, ApiError> {
+    raw.parse().map_err(|e: crate::domain::ids::IdError| {
+        ApiError::invalid("invalid_session_id", e.to_string())
+    })
+}
+
+fn parse_station_id(raw: &str) -> Result<StationId, ApiError> {
+    StationId::parse(raw).map_err(|e| ApiError::invalid("invalid_station_id", e.to_string()))
+}
+
+// ---- stations ----
+
+async fn list_stations(State(state): State<AppState>) -> Json<Vec<StationView>> {
+    let snap = state.engine.snapshot();
+    Json(
+        snap.state
+            .stations
+            .values()
+            .map(|s| station_view(&state, s))
+            .collect(),
+    )
+}
+
+async fn get_station(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<StationView>, ApiError> {
+    let id = parse_station_id(&id)?;
+    let snap = state.engine.snapshot();
+    let station = snap.state.stations.get(&id).ok_or_else(|| {
+        ApiError::not_found("station_not_found", format!("station {id} does not exist"))
+    })?;
+    Ok(Json(station_view(&state, station)))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AddStation {
+    id: StationId,
+    name: String,
+    kind: StationKind,
+    #[serde(default)]
+    zone: Option<String>,
+}
+
+async fn add_station(
+    State(state): State<AppState>,
+    caller: Caller,
+    key: IdempotencyKey,
+    ApiJson(body): ApiJson<AddStation>,
+) -> Result<(StatusCode, Json<CommandResult<StationView>>), ApiError> {
+    let reply = run(
+        &state,
+        caller,
+        key,
+        Command::AddStation {
+            id: body.id.clone(),
+            name: body.name,
+            kind: body.kind,
+            zone: body.zone,
+        },
+    )
+    .await?;
+    let station = reply
+        .events
+        .iter()
+        .find_map(|e| match &e.body.kind {
+            EventKind::StationAdded { station } => Some(station.clone()),
+            _ => None,
+        })
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                "no station event",
+            )
+        })?;
+    Ok((
+        StatusCode::CREATED,
+        Json(CommandResult {
+            result: station_view(&state, &station),
+            events: reply.events,
+            replayed: reply.replayed,
+        }),
+    ))
+}
+
+async fn remove_station(
+    State(state): State<AppState>,
+    caller: Caller,
+    key: IdempotencyKey,
+    Path(id): Path<String>,
+) -> Result<Json<Reply>, ApiError> {
+    let id = parse_station_id(&id)?;
+    Ok(Json(
+        run(&state, caller, key, Command::RemoveStation { id }).await?,
+    ))
+}
+
+// ---- sessions ----
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ListSessions {
+    /// `station=pc-01`: only that station's session.
+    #[serde(default)]
+    station: Option<String>,
+}
+
+async fn list_sessions(
+    State(state): State<AppState>,
+    Query(q): Query<ListSessions>,
+) -> Result<Json<Vec<SessionView>>, ApiError> {
+    let snap = state.engine.snapshot();
+    let now = state.engine.now();
+    let filter = q.station.as_deref().map(parse_station_id).transpose()?;
+    Ok(Json(
+        snap.state
+            .sessions
+            .values()
+            .filter(|s| filter.as_ref().is_none_or(|f| *f == s.station))
+            .map(|s| SessionView::new(s.clone(), now))
+            .collect(),
+    ))
+}
+
+async fn get_session(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<SessionView>, ApiError> {
+    let id = parse_session_id(&id)?;
+    let now = state.engine.now();
+    if let Some(s) = state.engine.snapshot().state.sessions.get(&id) {
+        return Ok(Json(SessionView::new(s.clone(), now)));
+    }
+    let store = state.engine.store();
+    let session = tokio::task::spawn_blocking(move || store.session(id))
+        .await
+        .map_err(|_| {
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                "read task failed",
+            )
+        })??;
+    session
+        .map(|s| Json(SessionView::new(s, now)))
+        .ok_or_else(|| {
+            ApiError::not_found("session_not_found", format!("session {id} does not exist"))
+        })
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StartSession {
+    station: StationId,
+    /// e.g. "30m", "1h 30m"; omit with `open: true` for an open-ended session.
+    #[serde(default)]
+    duration: Option<SignedDuration>,
+    #[serde(default)]
+    open: bool,
+}
+
+async fn start_session(
+    State(state): State<AppState>,
+    caller: Caller,
+    key: IdempotencyKey,
+    ApiJson(body): ApiJson<StartSession>,
+) -> Result<(StatusCode, Json<CommandResult<SessionView>>), ApiError> {
+    let duration = match (body.duration, body.open) {
+        (Some(d), false) => Some(d),
+        (None, true) => None,
+        (None, false) => {
+            return Err(ApiError::invalid(
+                "invalid_body",
+                "give a `duration` (e.g. \"30m\") or `open: true` for an open-ended session",
+            ));
+        }
+        (Some(_), true) => {
+            return Err(ApiError::invalid(
+                "invalid_body",
+                "an open-ended session has no `duration`",
+            ));
+        }
+    };
+    let reply = run(
+        &state,
+        caller,
+        key,
+        Command::StartSession {
+            station: body.station,
+            duration,
+        },
+    )
+    .await?;
+    let created = if reply.replayed {
+        StatusCode::OK
+    } else {
+        StatusCode::CREATED
+    };
+    Ok((created, session_result(reply, state.engine.now())?))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Extend {
+    by: SignedDuration,
+}
+
+async fn extend_session(
+    State(state): State<AppState>,
+    caller: Caller,
+    key: IdempotencyKey,
+    Path(id): Path<String>,
+    ApiJson(body): ApiJson<Extend>,
+) -> Result<Json<CommandResult<SessionView>>, ApiError> {
+    let session = parse_session_id(&id)?;
+    let reply = run(
+        &state,
+        caller,
+        key,
+        Command::ExtendSession {
+            session,
+            by: body.by,
+        },
+    )
+    .await?;
+    session_result(reply, state.engine.now())
+}
+
+async fn pause_session(
+    State(state): State<AppState>,
+    caller: Caller,
+    key: IdempotencyKey,
+    Path(id): Path<String>,
+) -> Result<Json<CommandResult<SessionView>>, ApiError> {
+    let session = parse_session_id(&id)?;
+    let reply = run(&state, caller, key, Command::PauseSession { session }).await?;
+    session_result(reply, state.engine.now())
+}
+
+async fn resume_session(
+    State(state): State<AppState>,
+    caller: Caller,
+    key: IdempotencyKey,
+    Path(id): Path<String>,
+) -> Result<Json<CommandResult<SessionView>>, ApiError> {
+    let session = parse_session_id(&id)?;
+    let reply = run(&state, caller, key, Command::ResumeSession { session }).await?;
+    session_result(reply, state.engine.now())
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Transfer {
+    to: StationId,
+}
+
+async fn transfer_session(
+    State(state): State<AppState>,
+    caller: Caller,
+    key: IdempotencyKey,
+    Path(id): Path<String>,
+    ApiJson(body): ApiJson<Transfer>,
+) -> Result<Json<CommandResult<SessionView>>, ApiError> {
+    let session = parse_session_id(&id)?;
+    let reply = run(
+        &state,
+        caller,
+        key,
+        Command::TransferSession {
+            session,
+            to: body.to,
+        },
+    )
+    .await?;
+    session_result(reply, state.engine.now())
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Stop {
+    #[serde(default)]
+    reason: Option<String>,
+}
+
+async fn stop_session(
+    State(state): State<AppState>,
+    caller: Caller,
+    key: IdempotencyKey,
+    Path(id): Path<String>,
+    body: axum::body::Bytes,
+) -> Result<Json<CommandResult<SessionView>>, ApiError> {
+    let session = parse_session_id(&id)?;
+    // The body is optional: a bare POST stops without a reason.
+    let reason = if body.iter().all(u8::is_ascii_whitespace) {
+        None
+    } else {
+        serde_json::from_slice::<Stop>(&body)
+            .map_err(|e| match e.classify() {
+                serde_json::error::Category::Data => {
+                    ApiError::invalid("invalid_body", e.to_string())
+                }
+                _ => ApiError::new(StatusCode::BAD_REQUEST, "invalid_json", e.to_string()),
+            })?
+            .reason
+    };
+    let reply = run(
+        &state,
+        caller,
+        key,
+        Command::StopSession { session, reason },
+    )
+    .await?;
+    session_result(reply, state.engine.now())
+}
+
+// ---- events and audit ----
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EventsQuery {
+    #[serde(default)]
+    after: u64,
+    #[serde(default)]
+    limit: Option<usize>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct EventPage {
+    pub events: Vec<Event>,
+    /// Pass as `after` to get the next page.
+    pub next: u64,
+}
+
+pub const MAX_EVENT_PAGE: usize = 1000;
+
+async fn list_events(
+    State(state): State<AppState>,
+    Query(q): Query<EventsQuery>,
+) -> Result<Json<EventPage>, ApiError> {
+    let limit = q.limit.unwrap_or(100);
+    if !(1..=MAX_EVENT_PAGE).contains(&limit) {
+        return Err(ApiError::invalid(
+            "invalid_query",
+            "limit must be between 1 and 1000",
+        ));
+    }
+    let store = state.engine.store();
+    let events = tokio::task::spawn_blocking(move || store.events(q.after, limit))
+        .await
+        .map_err(|_| {
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                "read task failed",
+            )
+        })??;
+    let next = events.last().map_or(q.after, |e| e.seq);
+    Ok(Json(EventPage { events, next }))
+}
+
+async fn verify(State(state): State<AppState>) -> Result<Json<VerifyReport>, ApiError> {
+    let store = state.engine.store();
+    let report = tokio::task::spawn_blocking(move || store.verify())
+        .await
+        .map_err(|_| {
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                "verify task failed",
+            )
+        })??;
+    Ok(Json(report))
+}
+
+// ---- clock ----
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ClockView {
+    /// The time sessions are counted in.
+    pub venue_time: Timestamp,
+    #[serde(flatten)]
+    pub status: ClockStatus,
+}
+
+async fn clock_status(State(state): State<AppState>) -> Json<ClockView> {
+    Json(ClockView {
+        venue_time: state.engine.now(),
+        status: state.engine.snapshot().clock.clone(),
+    })
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Confirm {
+    /// The true time, as read from a trusted watch or phone.
+    now: Timestamp,
+}
+
+async fn confirm_clock(
+    State(state): State<AppState>,
+    caller: Caller,
+    key: IdempotencyKey,
+    ApiJson(body): ApiJson<Confirm>,
+) -> Result<Json<Reply>, ApiError> {
+    Ok(Json(
+        run(&state, caller, key, Command::ConfirmClock { now: body.now }).await?,
+    ))
+}
+
+// ---- users ----
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AddUser {
+    name: String,
+    role: Role,
+    password: String,
+}
+
+pub const MIN_PASSWORD: usize = 10;
+pub const MAX_PASSWORD: usize = 1024;
+
+async fn add_user(
+    State(state): State<AppState>,
+    caller: Caller,
+    key: IdempotencyKey,
+    ApiJson(body): ApiJson<AddUser>,
+) -> Result<(StatusCode, Json<Reply>), ApiError> {
+    let len = body.password.chars().count();
+    if !(MIN_PASSWORD..=MAX_PASSWORD).contains(&len) {
+        return Err(ApiError::invalid(
+            "weak_password",
+            format!("password must be {MIN_PASSWORD} to {MAX_PASSWORD} characters"),
+        ));
+    }
+    let password = body.password;
+    let hash = tokio::task::spawn_blocking(move || crate::auth::hash_password(&password))
+        .await
+        .map_err(|_| {
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                "hash task failed",
+            )
+        })?
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e))?;
+    let mut request = Request::new(
+        Command::AddUser {
+            name: body.name,
+            role: body.role,
+        },
+        caller.0,
+    )
+    .with_key(key.0);
+    request.secret = Some(hash);
+    let reply = state.engine.execute(request).await?;
+    Ok((StatusCode::CREATED, Json(reply)))
+}
+
+// ---- ops ----
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Readiness {
+    pub ready: bool,
+    pub store: bool,
+    pub clock: ClockStatus,
+    pub stations: usize,
+    pub active_sessions: usize,
+}
+
+async fn ready(State(state): State<AppState>) -> (StatusCode, Json<Readiness>) {
+    let snap = state.engine.snapshot();
+    let store_ok = state.engine.sync().await.is_ok();
+    let body = Readiness {
+        ready: store_ok,
+        store: store_ok,
+        clock: snap.clock.clone(),
+        stations: snap.state.stations.len(),
+        active_sessions: snap.state.sessions.len(),
+    };
+    let status = if store_ok {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, Json(body))
+}

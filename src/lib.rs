@@ -1,0 +1,17 @@
+//! venued: the edge controller of a gaming venue. See README.md and docs/.
+
+pub mod clock;
+pub mod config;
+pub mod domain;
+
+#[cfg(feature = "controller")]
+pub mod auth;
+#[cfg(feature = "controller")]
+pub mod cli;
+#[cfg(feature = "controller")]
+pub mod engine;
+#[cfg(feature = "controller")]
+pub mod http;
+pub mod logging;
+#[cfg(feature = "controller")]
+pub mod store;

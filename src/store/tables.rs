@@ -1,0 +1,21 @@
+//! Table definitions. Values are JSON so an operator can read them with any redb tool;
+//! event values are `prev hash (32) | hash (32) | body JSON` so hashing never depends on
+//! re-serialisation.
+
+use redb::TableDefinition;
+
+pub const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
+pub const STATIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("stations");
+/// Every session ever started, by id.
+pub const SESSIONS: TableDefinition<u64, &[u8]> = TableDefinition::new("sessions");
+/// Ids of sessions not yet ended, so boot does not scan history.
+pub const ACTIVE_SESSIONS: TableDefinition<u64, ()> = TableDefinition::new("active_sessions");
+pub const EVENTS: TableDefinition<u64, &[u8]> = TableDefinition::new("events");
+/// Sealed segments of the event chain, by segment index.
+pub const SEALS: TableDefinition<u64, &[u8]> = TableDefinition::new("seals");
+pub const IDEMPOTENCY: TableDefinition<&str, &[u8]> = TableDefinition::new("idempotency");
+pub const USERS: TableDefinition<&str, &[u8]> = TableDefinition::new("users");
+
+pub const META_SCHEMA_VERSION: &str = "schema_version";
+pub const META_CHECKPOINT: &str = "clock_checkpoint";
+pub const META_STORE_ID: &str = "store_id";
