@@ -1,1 +1,13 @@
+//! The one integration-test binary: every surface, through its public interface.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod support;
+
+mod audit;
+mod bad_input;
+mod cli_flow;
+mod clock_trust;
+mod config_fixtures;
+mod crash;
+mod power_cut;
+mod scheduler;
