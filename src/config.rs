@@ -3,7 +3,7 @@
 
 use crate::clock::TrustMode;
 use crate::domain::session::SessionPolicy;
-use crate::domain::time::human;
+use crate::domain::time::{exact, serde_dur};
 use crate::domain::timekeeping::OutagePolicy;
 use jiff::SignedDuration;
 use serde::{Deserialize, Serialize};
@@ -103,6 +103,7 @@ impl Default for LogConfig {
 pub struct EngineSection {
     pub queue_capacity: usize,
     pub max_batch: usize,
+    #[serde(with = "serde_dur::req")]
     pub checkpoint_interval: SignedDuration,
 }
 
@@ -119,8 +120,11 @@ impl Default for EngineSection {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields, default)]
 pub struct SessionsConfig {
+    #[serde(with = "serde_dur::vec")]
     pub warnings: Vec<SignedDuration>,
+    #[serde(with = "serde_dur::req")]
     pub grace: SignedDuration,
+    #[serde(with = "serde_dur::req")]
     pub max_duration: SignedDuration,
 }
 
@@ -139,6 +143,7 @@ impl Default for SessionsConfig {
 pub struct ClockConfig {
     pub trust: TrustMode,
     pub outage_policy: OutagePolicy,
+    #[serde(with = "serde_dur::req")]
     pub jump_threshold: SignedDuration,
 }
 
@@ -217,7 +222,6 @@ impl Config {
             key: None,
             reason: format!("cannot read: {e}"),
         })?;
-        warn_if_world_writable(file);
         Self::parse(&text, Some(file))
     }
 
@@ -260,9 +264,9 @@ impl Config {
                     key,
                     format!(
                         "must be between {} and {} (got {})",
-                        human(lo),
-                        human(hi),
-                        human(v)
+                        exact(lo),
+                        exact(hi),
+                        exact(v)
                     ),
                 ))
             } else {
@@ -291,14 +295,8 @@ impl Config {
                 ),
             ));
         }
-        if tracing_subscriber::EnvFilter::try_new(&self.log.level).is_err() {
-            return Err((
-                "log.level",
-                format!(
-                    "{:?} is not a log filter (e.g. info, debug, venued=debug)",
-                    self.log.level
-                ),
-            ));
+        if let Err(reason) = check_log_filter(&self.log.level) {
+            return Err(("log.level", reason));
         }
         if !(1..=1_000_000).contains(&self.engine.queue_capacity) {
             return Err((
@@ -375,16 +373,42 @@ fn key_line(text: &str, key: &str) -> Option<usize> {
         .map(|i| i + 1)
 }
 
-fn warn_if_world_writable(file: &Path) {
+/// A warning for a config file anyone on the box may rewrite; shown by `config check`
+/// and logged by `serve` once logging is up.
+pub fn permission_warning(file: &Path) -> Option<String> {
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
-        if let Ok(meta) = std::fs::metadata(file)
-            && meta.permissions().mode() & 0o002 != 0
-        {
-            tracing::warn!(file = %file.display(), "config file is world-writable; anyone on this box can change how venued runs");
+        let meta = std::fs::metadata(file).ok()?;
+        if meta.permissions().mode() & 0o002 != 0 {
+            return Some(format!(
+                "{} is world-writable: anyone on this box can change how venued runs (chmod o-w)",
+                file.display()
+            ));
         }
     }
+    #[cfg(not(unix))]
+    let _ = file;
+    None
+}
+
+const LEVELS: [&str; 6] = ["trace", "debug", "info", "warn", "error", "off"];
+
+/// tracing's filter syntax takes a bare word as a module name, so `level = "verbose"`
+/// would parse and silently log nothing. Require every directive to name a level.
+fn check_log_filter(filter: &str) -> Result<(), String> {
+    let hint =
+        "(e.g. info, debug, venued=debug,warn; levels: trace, debug, info, warn, error, off)";
+    if tracing_subscriber::EnvFilter::try_new(filter).is_err() {
+        return Err(format!("{filter:?} is not a log filter {hint}"));
+    }
+    for directive in filter.split(',').map(str::trim).filter(|d| !d.is_empty()) {
+        let level = directive.rsplit('=').next().unwrap_or(directive);
+        if !LEVELS.contains(&level.to_ascii_lowercase().as_str()) {
+            return Err(format!("{directive:?} names no log level {hint}"));
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -416,5 +440,19 @@ mod tests {
         assert_eq!(c.http.listen.len(), 2);
         let bad = |k: &str| (k == "VENUED_HTTP_LISTEN").then(|| "nonsense".to_owned());
         assert!(c.apply_env(&bad).is_err());
+    }
+
+    #[test]
+    fn a_word_that_is_not_a_log_level_is_refused() {
+        for bad in ["verbose", "warning", "info,inf", "venued=loud"] {
+            let e = Config::parse(&format!("[log]\nlevel = \"{bad}\"\n"), None).unwrap_err();
+            assert_eq!(e.key.as_deref(), Some("log.level"), "{bad}");
+        }
+        for good in ["info", "DEBUG", "venued=debug,warn", "off"] {
+            assert!(
+                Config::parse(&format!("[log]\nlevel = \"{good}\"\n"), None).is_ok(),
+                "{good}"
+            );
+        }
     }
 }

@@ -202,6 +202,9 @@ pub fn config(cmd: &ConfigCmd) -> ExitCode {
     match cmd {
         ConfigCmd::Check { file } => match Config::load(file) {
             Ok(_) => {
+                if let Some(warning) = crate::config::permission_warning(file) {
+                    eprintln!("warning: {warning}");
+                }
                 println!("{}: OK", file.display());
                 ExitCode::SUCCESS
             }

@@ -75,6 +75,13 @@ pub fn main() -> ExitCode {
     match cli.command {
         Cmd::Serve => {
             crate::logging::init(&config.log.level, config.log.format);
+            if let Some(warning) = cli
+                .config
+                .as_deref()
+                .and_then(crate::config::permission_warning)
+            {
+                tracing::warn!("{warning}");
+            }
             match runtime.block_on(serve::run(config)) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {

@@ -1,7 +1,7 @@
 //! Property tests of the session rules over random command sequences.
 
 use super::session::SessionPolicy;
-use super::{Command, EventKind, SessionChange, SessionId, StationId, StationKind, VenueState};
+use super::{Command, SessionId, StationId, StationKind, VenueState};
 use jiff::{SignedDuration, Timestamp};
 use proptest::prelude::*;
 

@@ -94,6 +94,7 @@ pub struct Session {
     /// The shortest warning lead already given for the current deadline.
     #[serde(with = "serde_dur::opt", default)]
     pub warned: Option<SignedDuration>,
+    #[serde(flatten)]
     pub phase: Phase,
 }
 

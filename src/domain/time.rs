@@ -21,9 +21,17 @@ pub fn since(later: Timestamp, earlier: Timestamp) -> SignedDuration {
 /// Format a duration the way staff read it: `1h 30m`, `45s`. Sub-second parts are
 /// dropped; everything the domain schedules is in whole seconds.
 pub fn human(d: SignedDuration) -> String {
-    use jiff::fmt::friendly::{Designator, SpanPrinter};
-    static PRINTER: SpanPrinter = SpanPrinter::new().designator(Designator::Compact);
-    PRINTER.duration_to_string(&SignedDuration::from_secs(d.as_secs()))
+    exact(SignedDuration::from_secs(d.as_secs()))
+}
+
+/// Like [`human`] but keeps fractions (`500ms`) and prints negatives with a sign
+/// (`-30s`), for messages that quote what someone typed.
+pub fn exact(d: SignedDuration) -> String {
+    use jiff::fmt::friendly::{Designator, Direction, SpanPrinter};
+    static PRINTER: SpanPrinter = SpanPrinter::new()
+        .designator(Designator::Compact)
+        .direction(Direction::Sign);
+    PRINTER.duration_to_string(&d)
 }
 
 /// Serde adapters so durations travel as `"30m"` rather than `"PT30M"`; both are accepted
@@ -39,6 +47,23 @@ pub mod serde_dur {
         }
         pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<SignedDuration, D::Error> {
             SignedDuration::deserialize(d)
+        }
+    }
+
+    /// A list of durations, e.g. `warnings = ["5m", "1m"]`.
+    pub mod vec {
+        use super::*;
+        use serde::Serialize;
+        pub fn serialize<S: Serializer>(d: &[SignedDuration], s: S) -> Result<S::Ok, S::Error> {
+            d.iter()
+                .map(|d| super::super::human(*d))
+                .collect::<Vec<_>>()
+                .serialize(s)
+        }
+        pub fn deserialize<'de, D: Deserializer<'de>>(
+            d: D,
+        ) -> Result<Vec<SignedDuration>, D::Error> {
+            Vec::<SignedDuration>::deserialize(d)
         }
     }
 

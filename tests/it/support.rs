@@ -115,6 +115,8 @@ impl Daemon {
         daemon
     }
 
+    // Polls a socket from test code; a few blocked milliseconds on a test runtime are fine.
+    #[allow(clippy::disallowed_methods)]
     fn wait_ready(&self) {
         let socket = self.dir.join("venued.sock");
         let deadline = Instant::now() + Duration::from_secs(20);
