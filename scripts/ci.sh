@@ -12,6 +12,7 @@
 #   tools     make sure cargo-nextest, cargo-deny, rustfmt and clippy are available
 #   fmt       cargo fmt --all -- --check
 #   clippy    cargo clippy --all-targets --locked -- -D warnings
+#   agent     cargo check --no-default-features --features agent (the agent-only build)
 #   test      cargo nextest run --locked --no-fail-fast   (plus --profile ci when CI=true)
 #   doctest   cargo test --doc --locked                   (only if src/lib.rs exists;
 #                                                          nextest does not run doc tests)
@@ -200,6 +201,8 @@ ensure_tools() {
 run_step tools ensure_tools
 run_step fmt cargo fmt --all -- --check "${rustfmt_color[@]}"
 run_step clippy cargo clippy --all-targets --locked -- -D warnings
+# The PC agent must keep building without the controller's Unix-only parts.
+run_step agent cargo check --locked --no-default-features --features agent
 run_step test cargo nextest run --locked --no-fail-fast "${nextest_profile[@]}"
 
 if [[ -f src/lib.rs ]]; then

@@ -58,7 +58,7 @@ struct Staged {
     vclock: VenueClock,
     events: Vec<store::Event>,
     touched: BTreeSet<SessionId>,
-    replies: Vec<(ReplyTx, Result<Reply, EngineError>)>,
+    replies: Vec<(ReplyTx, Result<Reply, EngineError>, Trace)>,
     syncs: Vec<oneshot::Sender<()>>,
     /// Idempotency records written in this transaction.
     keys: HashMap<String, IdempotencyRecord>,
@@ -250,7 +250,7 @@ impl Writer {
             }
             for (req, tx) in requests.drain(..) {
                 let outcome = self.execute(&txn, &mut staged, now, &req)?;
-                staged.replies.push((tx, outcome));
+                staged.replies.push((tx, outcome, Trace::of(&req)));
             }
             self.fire_timers(&txn, &mut staged, now)?;
             store::write::checkpoint(&txn, now)?;
@@ -270,9 +270,12 @@ impl Writer {
                 tracing::error!(error = %e, "write failed; nothing in this batch was acknowledged");
                 let err = EngineError::storage(&e);
                 // Requests not reached before the failure are answered too.
-                let pending = requests.into_iter().map(|(_, tx)| tx);
-                for tx in staged.replies.into_iter().map(|(tx, _)| tx).chain(pending) {
-                    let _ = tx.send(Err(err.clone()));
+                let pending = requests.into_iter().map(|(req, tx)| (tx, Trace::of(&req)));
+                let answered = staged.replies.into_iter().map(|(tx, _, trace)| (tx, trace));
+                for (tx, trace) in answered.chain(pending) {
+                    let outcome = Err(err.clone());
+                    trace.log(&outcome);
+                    let _ = tx.send(outcome);
                 }
                 for tx in staged.syncs {
                     let _ = tx.send(());
@@ -454,7 +457,8 @@ impl Writer {
         for event in staged.events {
             let _ = self.events_tx.send(Arc::new(event));
         }
-        for (tx, reply) in staged.replies {
+        for (tx, reply, trace) in staged.replies {
+            trace.log(&reply);
             let _ = tx.send(reply);
         }
         for tx in staged.syncs {
@@ -526,6 +530,44 @@ impl Writer {
         tracing::info!("store reopened after an I/O failure");
         self.store = Some(store.clone());
         Ok(store)
+    }
+}
+
+/// What a log line says about a command: what, who, under which key. Secrets never
+/// travel in commands (password hashes ride beside them).
+struct Trace {
+    command: &'static str,
+    actor: String,
+    key: Option<String>,
+}
+
+impl Trace {
+    fn of(req: &Request) -> Self {
+        Self {
+            command: req.command.name(),
+            actor: req.actor.to_string(),
+            key: req.idempotency_key.clone(),
+        }
+    }
+
+    /// Logged once the outcome is final (after the commit, or its failure).
+    fn log(&self, outcome: &Result<Reply, EngineError>) {
+        let key = self.key.as_deref().unwrap_or("-");
+        let (command, actor) = (self.command, self.actor.as_str());
+        match outcome {
+            Ok(r) if r.replayed => {
+                tracing::info!(command, actor, key, "answered from its idempotency key")
+            }
+            Ok(r) => tracing::info!(
+                command,
+                actor,
+                key,
+                first_seq = r.events.first().map(|e| e.seq),
+                events = r.events.len(),
+                "committed"
+            ),
+            Err(e) => tracing::info!(command, actor, key, code = e.code(), "refused: {e}"),
+        }
     }
 }
 
