@@ -143,7 +143,7 @@ impl Session {
             check_positive("duration", d)?;
             check_max(d, policy)?;
         }
-        Ok(Self {
+        let mut session = Self {
             id,
             station,
             started_at: now,
@@ -151,7 +151,9 @@ impl Session {
             used_before: SignedDuration::ZERO,
             warned: None,
             phase: Phase::Running { since: now },
-        })
+        };
+        session.arm_warnings(now, policy);
+        Ok(session)
     }
 
     pub fn is_active(&self) -> bool {
@@ -207,7 +209,7 @@ impl Session {
             next.used_before = total;
             next.phase = Phase::Running { since: now };
         }
-        next.rearm_warnings(now);
+        next.arm_warnings(now, policy);
         Ok(next)
     }
 
@@ -221,13 +223,13 @@ impl Session {
         Ok(next)
     }
 
-    pub fn resume(&self, now: Timestamp) -> Result<Self, DomainError> {
+    pub fn resume(&self, now: Timestamp, policy: &SessionPolicy) -> Result<Self, DomainError> {
         let Phase::Paused { .. } = self.phase else {
             return Err(self.wrong_phase("paused"));
         };
         let mut next = self.clone();
         next.phase = Phase::Running { since: now };
-        next.rearm_warnings(now);
+        next.arm_warnings(now, policy);
         Ok(next)
     }
 
@@ -328,14 +330,19 @@ impl Session {
         }
     }
 
-    /// After the deadline moved out, warnings whose lead is now shorter than the time
-    /// left must be given again.
-    fn rearm_warnings(&mut self, now: Timestamp) {
-        if let (Some(w), Some(left)) = (self.warned, self.remaining(now))
-            && left > w
-        {
-            self.warned = None;
-        }
+    /// Whenever the time left changes (start, extend, resume), a warning counts as given
+    /// if its lead is at least the time left: a customer who just bought 3 minutes is not
+    /// told "5 minutes left", and one extended to 14 minutes hears the 5-minute warning
+    /// again.
+    fn arm_warnings(&mut self, now: Timestamp, policy: &SessionPolicy) {
+        self.warned = self.remaining(now).and_then(|left| {
+            policy
+                .warnings()
+                .iter()
+                .filter(|lead| **lead >= left)
+                .min()
+                .copied()
+        });
     }
 
     fn require_active(&self) -> Result<(), DomainError> {

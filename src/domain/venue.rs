@@ -145,9 +145,10 @@ impl VenueState {
             Command::PauseSession { session } => {
                 one(SessionChange::Paused, self.session(*session)?.pause(now)?)
             }
-            Command::ResumeSession { session } => {
-                one(SessionChange::Resumed, self.session(*session)?.resume(now)?)
-            }
+            Command::ResumeSession { session } => one(
+                SessionChange::Resumed,
+                self.session(*session)?.resume(now, policy)?,
+            ),
             Command::TransferSession { session, to } => {
                 let current = self.session(*session)?;
                 if current.station == *to {

@@ -96,7 +96,11 @@ pub enum EngineError {
     KeyReused(String),
     #[error("invalid idempotency key: {0}")]
     BadKey(&'static str),
-    #[error("storage failed, nothing was changed: {message}")]
+    /// The command was not acknowledged. If the failure hit the final fsync it may still
+    /// have been saved: a retry with the same idempotency key applies it at most once.
+    #[error(
+        "storage failed; the command was not acknowledged (retry with the same idempotency key to apply it at most once): {message}"
+    )]
     Storage { message: String, disk_full: bool },
 }
 
@@ -115,7 +119,7 @@ impl EngineError {
         }
     }
 
-    fn storage(e: &StoreError) -> Self {
+    pub(crate) fn storage(e: &StoreError) -> Self {
         Self::Storage {
             message: e.to_string(),
             disk_full: e.is_disk_full(),
@@ -156,7 +160,7 @@ struct Inner {
     tx: SyncSender<Msg>,
     snapshot: watch::Receiver<Arc<Snapshot>>,
     events: broadcast::Sender<Arc<Event>>,
-    store: Arc<RwLock<Store>>,
+    store: Arc<RwLock<Option<Store>>>,
     clock: Arc<dyn Clock>,
     stats: Arc<EngineStats>,
     thread: Mutex<Option<std::thread::JoinHandle<()>>>,
@@ -257,13 +261,18 @@ impl Engine {
         self.inner.events.subscribe()
     }
 
-    /// The store for reads (read transactions never block the writer).
-    pub fn store(&self) -> Store {
+    /// The store for reads (read transactions never block the writer). Unavailable while
+    /// the writer reopens it after an I/O failure.
+    pub fn store(&self) -> Result<Store, EngineError> {
         self.inner
             .store
             .read()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .clone()
+            .ok_or_else(|| EngineError::Storage {
+                message: "the store is being reopened after an I/O failure".into(),
+                disk_full: false,
+            })
     }
 
     pub fn stats(&self) -> &EngineStats {

@@ -39,10 +39,12 @@ pub(super) struct Writer {
     rx: Receiver<Msg>,
     events_tx: broadcast::Sender<Arc<store::Event>>,
     snapshot_tx: watch::Sender<Arc<Snapshot>>,
-    shared_store: Arc<RwLock<Store>>,
+    shared_store: Arc<RwLock<Option<Store>>>,
     stats: Arc<EngineStats>,
     /// `None` after a failed commit, until a reopen succeeds.
     store: Option<Store>,
+    /// Why the store is down, for the answers given meanwhile.
+    down_error: Option<EngineError>,
     state: VenueState,
     head: ChainHead,
     vclock: VenueClock,
@@ -99,9 +101,10 @@ impl Writer {
             rx,
             events_tx,
             snapshot_tx,
-            shared_store: Arc::new(RwLock::new(store.clone())),
+            shared_store: Arc::new(RwLock::new(Some(store.clone()))),
             stats,
             store: Some(store.clone()),
+            down_error: None,
             state: loaded.state,
             head: loaded.head,
             vclock,
@@ -129,7 +132,7 @@ impl Writer {
         self.snapshot_tx.subscribe()
     }
 
-    pub(super) fn shared_store(&self) -> Arc<RwLock<Store>> {
+    pub(super) fn shared_store(&self) -> Arc<RwLock<Option<Store>>> {
         self.shared_store.clone()
     }
 
@@ -199,16 +202,21 @@ impl Writer {
         self.stats
             .queue_depth
             .fetch_sub(batch.len() as u64, Ordering::Relaxed);
-        let mono = self.clock.monotonic();
-        let mut staged = self.stage();
         let mut requests = Vec::new();
+        let mut syncs = Vec::new();
         for msg in batch {
             match msg {
                 Msg::Exec(req, tx) => requests.push((req, tx)),
-                Msg::Sync(tx) => staged.syncs.push(tx),
+                Msg::Sync(tx) => syncs.push(tx),
                 Msg::Shutdown => {}
             }
         }
+        // Reopen (and reload from disk) before staging anything: staged copies of a
+        // state that a reload is about to replace would overwrite it on adoption.
+        let store = self.available_store();
+        let mono = self.clock.monotonic();
+        let mut staged = self.stage();
+        staged.syncs = syncs;
         let now_before = staged.vclock.now(mono);
         let timers_due = self
             .deadlines
@@ -229,13 +237,21 @@ impl Writer {
             }
             return;
         }
-        let Some(store) = self.available_store() else {
-            let err = EngineError::Storage {
-                message: "the store is unavailable after an I/O error; retrying".into(),
-                disk_full: false,
+        let Some(store) = store else {
+            let err = match &self.down_error {
+                Some(EngineError::Storage { message, disk_full }) => EngineError::Storage {
+                    message: format!("the store is unavailable, retrying to reopen it ({message})"),
+                    disk_full: *disk_full,
+                },
+                _ => EngineError::Storage {
+                    message: "the store is unavailable, retrying to reopen it".into(),
+                    disk_full: false,
+                },
             };
-            for (_, tx) in requests {
-                let _ = tx.send(Err(err.clone()));
+            for (req, tx) in requests {
+                let outcome = Err(err.clone());
+                Trace::of(&req).log(&outcome);
+                let _ = tx.send(outcome);
             }
             for tx in staged.syncs {
                 let _ = tx.send(());
@@ -249,9 +265,12 @@ impl Writer {
                 Self::record(&txn, &mut staged, now, &Actor::System, None, None, kind)?;
             }
             for (req, tx) in requests.drain(..) {
-                let outcome = self.execute(&txn, &mut staged, now, &req)?;
+                // Re-read per request: a clock confirmation earlier in the batch moves it.
+                let now = staged.vclock.now(mono);
+                let outcome = self.execute(&txn, &mut staged, now, mono, &req)?;
                 staged.replies.push((tx, outcome, Trace::of(&req)));
             }
+            let now = staged.vclock.now(mono);
             self.fire_timers(&txn, &mut staged, now)?;
             store::write::checkpoint(&txn, now)?;
             txn.commit().map_err(StoreError::from)
@@ -280,8 +299,14 @@ impl Writer {
                 for tx in staged.syncs {
                     let _ = tx.send(());
                 }
-                // redb refuses writes after a failed commit: reopen and reload.
+                // redb refuses writes after a failed commit: reopen and reload. Every
+                // handle must be gone first, or redb's file lock refuses the reopen.
+                self.down_error = Some(err);
                 self.store = None;
+                *self
+                    .shared_store
+                    .write()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner) = None;
             }
         }
     }
@@ -293,6 +318,7 @@ impl Writer {
         txn: &WriteTransaction,
         staged: &mut Staged,
         now: Timestamp,
+        mono: Duration,
         req: &Request,
     ) -> Result<Result<Reply, EngineError>, StoreError> {
         self.stats.commands.fetch_add(1, Ordering::Relaxed);
@@ -312,16 +338,13 @@ impl Writer {
             }
         }
         let kinds = match &req.command {
-            Command::ConfirmClock { now: real } => {
-                let mono = self.clock.monotonic();
-                staged.vclock.correct(
-                    &staged.state,
-                    now,
-                    *real,
-                    mono,
-                    crate::domain::timekeeping::TrustSource::Staff,
-                )
-            }
+            Command::ConfirmClock { now: real } => staged.vclock.correct(
+                &staged.state,
+                now,
+                *real,
+                mono,
+                crate::domain::timekeeping::TrustSource::Staff,
+            ),
             cmd => match staged.state.decide(cmd, now, &self.config.policy) {
                 Ok(kinds) => kinds,
                 Err(DomainError::UnknownSession(id)) => {
@@ -505,18 +528,21 @@ impl Writer {
             return None;
         }
         self.last_reopen_attempt = Some(Instant::now());
-        // The failed handle must be gone before the file can be opened again.
-        *self
-            .shared_store
-            .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = match self.reopen() {
-            Ok(store) => store,
+        match self.reopen() {
+            Ok(store) => {
+                self.down_error = None;
+                *self
+                    .shared_store
+                    .write()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(store.clone());
+                Some(store)
+            }
             Err(e) => {
                 tracing::warn!(error = %e, "store still unavailable");
-                return None;
+                self.down_error = Some(EngineError::storage(&e));
+                None
             }
-        };
-        self.store.clone()
+        }
     }
 
     fn reopen(&mut self) -> Result<Store, StoreError> {

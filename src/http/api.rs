@@ -274,7 +274,7 @@ async fn get_session(
     if let Some(s) = state.engine.snapshot().state.sessions.get(&id) {
         return Ok(Json(SessionView::new(s.clone(), now)));
     }
-    let store = state.engine.store();
+    let store = state.engine.store()?;
     let session = tokio::task::spawn_blocking(move || store.session(id))
         .await
         .map_err(|_| {
@@ -487,7 +487,7 @@ async fn list_events(
             "limit must be between 1 and 1000",
         ));
     }
-    let store = state.engine.store();
+    let store = state.engine.store()?;
     let events = tokio::task::spawn_blocking(move || store.events(q.after, limit))
         .await
         .map_err(|_| {
@@ -502,7 +502,7 @@ async fn list_events(
 }
 
 async fn verify(State(state): State<AppState>) -> Result<Json<VerifyReport>, ApiError> {
-    let store = state.engine.store();
+    let store = state.engine.store()?;
     let report = tokio::task::spawn_blocking(move || store.verify())
         .await
         .map_err(|_| {

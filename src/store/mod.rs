@@ -13,8 +13,12 @@ pub use eventlog::{ChainHead, Event, EventBody, VerifyReport};
 
 use crate::domain::{Role, Session, SessionId, Station, StationId, VenueState};
 use jiff::Timestamp;
-use redb::{Builder, Database, ReadableDatabase, ReadableTable, StorageBackend, WriteTransaction};
+use redb::{
+    BackendError, Builder, Database, ReadableDatabase, ReadableTable, StorageBackend,
+    WriteTransaction,
+};
 use serde::{Deserialize, Serialize};
+use std::ops::Bound;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use tables::*;
@@ -77,6 +81,26 @@ impl StorageBackend for DynBackend {
     }
     fn close(&self) -> std::io::Result<()> {
         self.0.close()
+    }
+    // The lock methods too: a backend that locks must keep excluding a second opener.
+    fn try_lock_range(&self, start: Bound<u64>, end: Bound<u64>) -> Result<bool, BackendError> {
+        self.0.try_lock_range(start, end)
+    }
+    fn try_lock_shared_range(
+        &self,
+        start: Bound<u64>,
+        end: Bound<u64>,
+    ) -> Result<bool, BackendError> {
+        self.0.try_lock_shared_range(start, end)
+    }
+    fn lock_range(&self, start: Bound<u64>, end: Bound<u64>) -> Result<(), BackendError> {
+        self.0.lock_range(start, end)
+    }
+    fn lock_shared_range(&self, start: Bound<u64>, end: Bound<u64>) -> Result<(), BackendError> {
+        self.0.lock_shared_range(start, end)
+    }
+    fn unlock_range(&self, start: Bound<u64>, end: Bound<u64>) -> Result<(), BackendError> {
+        self.0.unlock_range(start, end)
     }
 }
 

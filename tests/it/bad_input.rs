@@ -13,7 +13,7 @@ use venued::http::Caller;
 
 /// Everything observable about the store, to prove a refusal changed nothing.
 fn fingerprint(engine: &Engine) -> (usize, String) {
-    let events = engine.store().events(0, 100_000).unwrap();
+    let events = engine.store().unwrap().events(0, 100_000).unwrap();
     let snap = engine.snapshot();
     (events.len(), format!("{:?}", snap.state))
 }

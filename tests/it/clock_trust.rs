@@ -24,6 +24,7 @@ fn remaining(engine: &Engine, id: SessionId) -> Option<SignedDuration> {
 fn clock_events(engine: &Engine) -> Vec<EventKind> {
     engine
         .store()
+        .unwrap()
         .events(0, 10_000)
         .unwrap()
         .into_iter()

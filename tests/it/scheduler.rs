@@ -50,7 +50,7 @@ async fn warnings_expiry_and_grace_fire_exactly_at_their_deadlines() {
     assert!(engine.snapshot().state.sessions.is_empty());
 
     // Every timer event is stamped with the instant it was due.
-    let events = engine.store().events(0, 1000).unwrap();
+    let events = engine.store().unwrap().events(0, 1000).unwrap();
     let at = |kind: &str, lead: Option<i64>| {
         events
             .iter()
@@ -135,7 +135,9 @@ async fn deadlines_are_rebuilt_from_the_store_at_boot() {
 
     let engine = start_engine(dir.path(), &clock, EngineConfig::default());
     advance(&engine, &clock, mins(2)).await;
-    assert_eq!(changes(&engine, a), ["started", "warned", "expired"]);
+    // A 2-minute session never hears "5 minutes left"; the whole 2 minutes passed in
+    // one step, so the 1-minute warning is skipped for expiry.
+    assert_eq!(changes(&engine, a), ["started", "expired"]);
     assert_eq!(changes(&engine, b), ["started"]);
     engine.shutdown().await;
 }
@@ -211,4 +213,21 @@ async fn futures_join_all<
         out.push(h.await.unwrap());
     }
     out
+}
+
+#[tokio::test]
+async fn a_session_shorter_than_a_warning_lead_skips_that_warning() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = trusted_clock();
+    let engine = start_engine(dir.path(), &clock, EngineConfig::default());
+    add_stations(&engine, &["pc-1"]).await;
+    // Three minutes bought: no "5 minutes left" at the start, the 1-minute one on time.
+    let id = start_session(&engine, "pc-1", 180).await;
+    engine.sync().await.unwrap();
+    assert_eq!(changes(&engine, id), ["started"]);
+    advance(&engine, &clock, Duration::from_secs(119)).await;
+    assert_eq!(changes(&engine, id), ["started"]);
+    advance(&engine, &clock, Duration::from_secs(1)).await;
+    assert_eq!(changes(&engine, id), ["started", "warned"]);
+    engine.shutdown().await;
 }

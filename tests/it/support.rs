@@ -76,6 +76,7 @@ pub async fn start_session(engine: &Engine, on: &str, secs: i64) -> SessionId {
 pub fn changes(engine: &Engine, id: SessionId) -> Vec<String> {
     engine
         .store()
+        .unwrap()
         .events(0, 100_000)
         .unwrap()
         .into_iter()
