@@ -139,6 +139,35 @@ fn session_result(
     }))
 }
 
+/// Run a command on one session (`{id}` from the path) and render the session after it.
+async fn session_action(
+    state: &AppState,
+    caller: Caller,
+    key: IdempotencyKey,
+    id: &str,
+    command: impl FnOnce(SessionId) -> Command,
+) -> Result<Json<CommandResult<SessionView>>, ApiError> {
+    let session = parse_session_id(id)?;
+    let reply = run(state, caller, key, command(session)).await?;
+    session_result(reply, state.engine.now())
+}
+
+/// Run a blocking store read off the async workers.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, crate::store::StoreError> + Send + 'static,
+) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|_| {
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                "read task failed",
+            )
+        })?
+        .map_err(ApiError::from)
+}
+
 fn parse_session_id(raw: &str) -> Result<SessionId, ApiError> {
     raw.parse().map_err(|e: crate::domain::ids::IdError| {
         ApiError::invalid("invalid_session_id", e.to_string())
@@ -275,15 +304,7 @@ async fn get_session(
         return Ok(Json(SessionView::new(s.clone(), now)));
     }
     let store = state.engine.store()?;
-    let session = tokio::task::spawn_blocking(move || store.session(id))
-        .await
-        .map_err(|_| {
-            ApiError::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "internal",
-                "read task failed",
-            )
-        })??;
+    let session = blocking(move || store.session(id)).await?;
     session
         .map(|s| Json(SessionView::new(s, now)))
         .ok_or_else(|| {
@@ -355,18 +376,11 @@ async fn extend_session(
     Path(id): Path<String>,
     ApiJson(body): ApiJson<Extend>,
 ) -> Result<Json<CommandResult<SessionView>>, ApiError> {
-    let session = parse_session_id(&id)?;
-    let reply = run(
-        &state,
-        caller,
-        key,
-        Command::ExtendSession {
-            session,
-            by: body.by,
-        },
-    )
-    .await?;
-    session_result(reply, state.engine.now())
+    session_action(&state, caller, key, &id, |session| Command::ExtendSession {
+        session,
+        by: body.by,
+    })
+    .await
 }
 
 async fn pause_session(
@@ -375,9 +389,10 @@ async fn pause_session(
     key: IdempotencyKey,
     Path(id): Path<String>,
 ) -> Result<Json<CommandResult<SessionView>>, ApiError> {
-    let session = parse_session_id(&id)?;
-    let reply = run(&state, caller, key, Command::PauseSession { session }).await?;
-    session_result(reply, state.engine.now())
+    session_action(&state, caller, key, &id, |session| Command::PauseSession {
+        session,
+    })
+    .await
 }
 
 async fn resume_session(
@@ -386,9 +401,10 @@ async fn resume_session(
     key: IdempotencyKey,
     Path(id): Path<String>,
 ) -> Result<Json<CommandResult<SessionView>>, ApiError> {
-    let session = parse_session_id(&id)?;
-    let reply = run(&state, caller, key, Command::ResumeSession { session }).await?;
-    session_result(reply, state.engine.now())
+    session_action(&state, caller, key, &id, |session| Command::ResumeSession {
+        session,
+    })
+    .await
 }
 
 #[derive(Debug, Deserialize)]
@@ -404,18 +420,13 @@ async fn transfer_session(
     Path(id): Path<String>,
     ApiJson(body): ApiJson<Transfer>,
 ) -> Result<Json<CommandResult<SessionView>>, ApiError> {
-    let session = parse_session_id(&id)?;
-    let reply = run(
-        &state,
-        caller,
-        key,
+    session_action(&state, caller, key, &id, |session| {
         Command::TransferSession {
             session,
             to: body.to,
-        },
-    )
-    .await?;
-    session_result(reply, state.engine.now())
+        }
+    })
+    .await
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -432,7 +443,6 @@ async fn stop_session(
     Path(id): Path<String>,
     body: axum::body::Bytes,
 ) -> Result<Json<CommandResult<SessionView>>, ApiError> {
-    let session = parse_session_id(&id)?;
     // The body is optional: a bare POST stops without a reason.
     let reason = if body.iter().all(u8::is_ascii_whitespace) {
         None
@@ -446,14 +456,11 @@ async fn stop_session(
             })?
             .reason
     };
-    let reply = run(
-        &state,
-        caller,
-        key,
-        Command::StopSession { session, reason },
-    )
-    .await?;
-    session_result(reply, state.engine.now())
+    session_action(&state, caller, key, &id, |session| Command::StopSession {
+        session,
+        reason,
+    })
+    .await
 }
 
 // ---- events and audit ----
@@ -488,30 +495,14 @@ async fn list_events(
         ));
     }
     let store = state.engine.store()?;
-    let events = tokio::task::spawn_blocking(move || store.events(q.after, limit))
-        .await
-        .map_err(|_| {
-            ApiError::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "internal",
-                "read task failed",
-            )
-        })??;
+    let events = blocking(move || store.events(q.after, limit)).await?;
     let next = events.last().map_or(q.after, |e| e.seq);
     Ok(Json(EventPage { events, next }))
 }
 
 async fn verify(State(state): State<AppState>) -> Result<Json<VerifyReport>, ApiError> {
     let store = state.engine.store()?;
-    let report = tokio::task::spawn_blocking(move || store.verify())
-        .await
-        .map_err(|_| {
-            ApiError::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "internal",
-                "verify task failed",
-            )
-        })??;
+    let report = blocking(move || store.verify()).await?;
     Ok(Json(report))
 }
 
