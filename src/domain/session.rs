@@ -183,9 +183,13 @@ impl Session {
         }
     }
 
-    /// Time left to play at `now` (fixed sessions only).
+    /// Time left to play at `now` (fixed sessions only); none once ended. Unused time of
+    /// a stopped session is `purchased - used`, a question for refunds, not for play.
     pub fn remaining(&self, now: Timestamp) -> Option<SignedDuration> {
         let total = self.purchased?;
+        if !self.is_active() {
+            return Some(SignedDuration::ZERO);
+        }
         Some((total - self.used(now)).max(SignedDuration::ZERO))
     }
 

@@ -70,6 +70,7 @@ fn readme_tour_runs_a_session_through_its_whole_life() {
     ));
     assert_eq!(v["phase"], "ended");
     assert_eq!(v["reason"], "stopped");
+    assert_eq!(v["remaining"], "0s", "an ended session has no time left to play");
 
     let log = stdout(&venued(d, &["audit", "log"]));
     for change in [
