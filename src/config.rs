@@ -17,6 +17,7 @@ pub struct Config {
     pub venue: VenueConfig,
     pub data: DataConfig,
     pub http: HttpConfig,
+    pub tls: TlsConfig,
     pub log: LogConfig,
     pub engine: EngineSection,
     pub sessions: SessionsConfig,
@@ -67,6 +68,32 @@ impl Default for HttpConfig {
     fn default() -> Self {
         Self {
             listen: vec![SocketAddr::from(([127, 0, 0, 1], 8080))],
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields, default)]
+pub struct TlsConfig {
+    /// HTTPS listeners, with the box's own CA unless `cert-file`/`key-file` are set.
+    pub https_listen: Vec<SocketAddr>,
+    /// Extra names (DNS or IP) for the generated server certificate.
+    pub names: Vec<String>,
+    /// An operator-supplied certificate chain (PEM) replacing the generated one.
+    pub cert_file: Option<PathBuf>,
+    pub key_file: Option<PathBuf>,
+    /// Answer plain HTTP with a redirect to HTTPS (probes stay on HTTP).
+    pub redirect_http: bool,
+}
+
+impl Default for TlsConfig {
+    fn default() -> Self {
+        Self {
+            https_listen: vec![SocketAddr::from(([127, 0, 0, 1], 8443))],
+            names: Vec::new(),
+            cert_file: None,
+            key_file: None,
+            redirect_http: false,
         }
     }
 }
@@ -251,6 +278,21 @@ impl Config {
                 })
                 .collect::<Result<_, _>>()?;
         }
+        if let Some(listen) = env("VENUED_HTTPS_LISTEN") {
+            self.tls.https_listen = listen
+                .split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(|s| {
+                    s.parse().map_err(|_| {
+                        err(
+                            "VENUED_HTTPS_LISTEN",
+                            format!("{s:?} is not an address like 127.0.0.1:8443"),
+                        )
+                    })
+                })
+                .collect::<Result<_, _>>()?;
+        }
         if let Some(level) = env("VENUED_LOG").filter(|l| !l.is_empty()) {
             self.log.level = level;
         }
@@ -285,6 +327,18 @@ impl Config {
         }
         if self.data.dir.as_os_str().is_empty() {
             return Err(("data.dir", "must not be empty".into()));
+        }
+        if self.tls.cert_file.is_some() != self.tls.key_file.is_some() {
+            return Err((
+                "tls.cert-file",
+                "cert-file and key-file go together: set both or neither".into(),
+            ));
+        }
+        if self.tls.redirect_http && self.tls.https_listen.is_empty() {
+            return Err((
+                "tls.redirect-http",
+                "needs at least one tls.https-listen address to redirect to".into(),
+            ));
         }
         if !(1..=1024).contains(&self.data.cache_size_mib) {
             return Err((

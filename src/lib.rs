@@ -15,3 +15,5 @@ pub mod http;
 pub mod logging;
 #[cfg(feature = "controller")]
 pub mod store;
+#[cfg(feature = "controller")]
+pub mod tls;

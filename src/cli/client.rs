@@ -163,7 +163,9 @@ impl Client {
                 },
             });
         }
-        serde_json::from_slice(&answer).map_err(|e| ClientError::Decode(e.to_string()))
+        // 204 No Content reads as JSON null.
+        let answer: &[u8] = if answer.is_empty() { b"null" } else { &answer };
+        serde_json::from_slice(answer).map_err(|e| ClientError::Decode(e.to_string()))
     }
 
     /// Close: a direct engine commits and stops.

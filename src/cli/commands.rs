@@ -155,6 +155,36 @@ pub enum UserCmd {
 }
 
 #[derive(Debug, Subcommand)]
+pub enum TokenCmd {
+    /// Create a bearer token for a user; the secret is printed once.
+    Create {
+        /// What the token is for, e.g. "till" or "home-assistant".
+        name: String,
+        #[arg(long)]
+        user: String,
+        /// At most the user's own role (default: the user's role).
+        #[arg(long)]
+        role: Option<crate::domain::Role>,
+        /// Lifetime, e.g. 720h; without it the token lasts until revoked.
+        #[arg(long)]
+        expires_in: Option<String>,
+        #[command(flatten)]
+        m: Mutating,
+    },
+    /// List tokens (never their secrets).
+    List {
+        #[command(flatten)]
+        o: Output,
+    },
+    /// Revoke a token at once.
+    Revoke {
+        id: String,
+        #[command(flatten)]
+        m: Mutating,
+    },
+}
+
+#[derive(Debug, Subcommand)]
 pub enum AuditCmd {
     /// Walk the hash chain; names the first broken link. Exit 1 if broken.
     Verify {
@@ -188,6 +218,13 @@ pub enum ClockCmd {
         #[command(flatten)]
         m: Mutating,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TlsCmd {
+    /// Print the CA fingerprint (what agents pin), the certificate paths, and the server
+    /// certificate's names and expiry. Creates the box identity if it does not exist yet.
+    Show,
 }
 
 fn parse_kind(s: &str) -> Result<StationKind, String> {
@@ -226,6 +263,33 @@ pub fn config(cmd: &ConfigCmd) -> ExitCode {
     }
 }
 
+/// `venued tls`: reads (and at first use creates) `<data dir>/tls/`; no controller needed.
+pub fn tls(cmd: &TlsCmd, config: &Config) -> ExitCode {
+    match cmd {
+        TlsCmd::Show => {
+            let names = crate::tls::SubjectNames::default();
+            let shown = crate::tls::load_or_create(&config.data.dir, &names)
+                .and_then(|id| Ok((crate::tls::describe(&id)?, id.ca_created)));
+            match shown {
+                Ok((text, created)) => {
+                    if created {
+                        eprintln!(
+                            "created the box CA and server certificate in {}",
+                            config.data.dir.join("tls").display()
+                        );
+                    }
+                    print!("{text}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}
+
 pub async fn run(cmd: super::Cmd, config: Config) -> ExitCode {
     let client = match Client::connect(&config).await {
         Ok(c) => c,
@@ -253,10 +317,11 @@ async fn dispatch(
 ) -> Result<ExitCode, ClientError> {
     use super::Cmd;
     match cmd {
-        Cmd::Serve | Cmd::Config(_) => Ok(ExitCode::SUCCESS),
+        Cmd::Serve | Cmd::Config(_) | Cmd::Tls(_) => Ok(ExitCode::SUCCESS),
         Cmd::Station(cmd) => station(client, cmd, tz).await,
         Cmd::Session(cmd) => session(client, cmd, tz).await,
         Cmd::User(cmd) => user(client, cmd).await,
+        Cmd::Token(cmd) => token(client, cmd).await,
         Cmd::Audit(cmd) => audit(client, cmd, tz).await,
         Cmd::Clock(cmd) => clock(client, cmd, tz).await,
     }
@@ -562,6 +627,74 @@ async fn user(client: &Client, cmd: UserCmd) -> Result<ExitCode, ClientError> {
     Ok(ExitCode::SUCCESS)
 }
 
+async fn token(client: &Client, cmd: TokenCmd) -> Result<ExitCode, ClientError> {
+    match cmd {
+        TokenCmd::Create {
+            name,
+            user,
+            role,
+            expires_in,
+            m,
+        } => {
+            let body =
+                json!({ "name": name, "user": user, "role": role, "expires_in": expires_in });
+            let v: Value = client
+                .call(
+                    Method::POST,
+                    "/api/v1/tokens",
+                    Some(&body),
+                    m.idempotency_key.as_deref(),
+                )
+                .await?;
+            println!(
+                "token {} for {} ({}) created",
+                v["id"].as_str().unwrap_or("?"),
+                user,
+                v["role"].as_str().unwrap_or("?")
+            );
+            println!("secret: {}", v["token"].as_str().unwrap_or(""));
+            println!("(shown once; send it as `Authorization: Bearer <secret>`)");
+        }
+        TokenCmd::List { o } => {
+            let list: Value = client
+                .call(Method::GET, "/api/v1/tokens", None, None)
+                .await?;
+            if o.json {
+                print_json(&list);
+            } else {
+                for t in list.as_array().into_iter().flatten() {
+                    let state = if t["revoked"] == true {
+                        "revoked"
+                    } else {
+                        "active"
+                    };
+                    println!(
+                        "{:<10} {:<20} {:<12} {:<8} {:<8} expires {}",
+                        t["id"].as_str().unwrap_or(""),
+                        t["name"].as_str().unwrap_or(""),
+                        t["user"].as_str().unwrap_or(""),
+                        t["role"].as_str().unwrap_or(""),
+                        state,
+                        t["expires_at"].as_str().unwrap_or("never")
+                    );
+                }
+            }
+        }
+        TokenCmd::Revoke { id, m } => {
+            let _: Value = client
+                .call(
+                    Method::DELETE,
+                    &format!("/api/v1/tokens/{}", encode(&id)),
+                    None,
+                    m.idempotency_key.as_deref(),
+                )
+                .await?;
+            println!("token {id} revoked");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 fn generate_password() -> String {
     use rand::Rng;
     use rand::distr::Alphanumeric;
@@ -696,6 +829,14 @@ fn event_label(kind: &crate::domain::EventKind) -> String {
         }
         EventKind::ClockJumpIgnored { offset, .. } => {
             format!("clock_jump_ignored offset={}", human(*offset))
+        }
+        EventKind::TokenCreated { id, user, role, .. } => {
+            format!("token_created {id} for {user} ({role})")
+        }
+        EventKind::TokenRevoked { id, user } => format!("token_revoked {id} of {user}"),
+        EventKind::LoggedIn { name, from } => format!("logged_in {name} from {from}"),
+        EventKind::LoginFailed { name, from, reason } => {
+            format!("login_failed {name:?} from {from}: {reason}")
         }
     }
 }

@@ -42,12 +42,18 @@ enum Cmd {
     /// Manage staff accounts.
     #[command(subcommand)]
     User(commands::UserCmd),
+    /// API tokens for the network API.
+    #[command(subcommand)]
+    Token(commands::TokenCmd),
     /// Verify and read the tamper-evident event log.
     #[command(subcommand)]
     Audit(commands::AuditCmd),
     /// Show the venue clock, or confirm the time as staff.
     #[command(subcommand)]
     Clock(commands::ClockCmd),
+    /// The box's CA and HTTPS certificate (files only; no running controller needed).
+    #[command(subcommand)]
+    Tls(commands::TlsCmd),
 }
 
 pub fn main() -> ExitCode {
@@ -62,6 +68,9 @@ pub fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    if let Cmd::Tls(cmd) = &cli.command {
+        return commands::tls(cmd, &config);
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

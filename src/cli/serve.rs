@@ -14,6 +14,9 @@ use tokio::sync::watch;
 const DRAIN_GRACE: Duration = Duration::from_secs(10);
 
 pub async fn run(config: Config) -> Result<(), String> {
+    // Catch SIGTERM/SIGINT before anything else: one arriving during startup is kept and
+    // leads to the same clean stop once the listeners are up.
+    let mut signals = StopSignals::install()?;
     let clock = Arc::new(SystemClock::new(config.clock.trust));
     let location = StoreLocation::Dir(config.data.dir.clone());
     let (options, engine_config) = (super::store_options(&config), super::engine_config(&config));
@@ -44,16 +47,67 @@ pub async fn run(config: Config) -> Result<(), String> {
     ))];
 
     let mut http_urls = Vec::new();
+    // One login table for every network listener.
+    let auth = crate::http::auth::Auth::new(crate::http::auth::AuthConfig::default());
+    let setup_file = config.data.dir.join(SETUP_TOKEN_FILE);
+    let setup_token =
+        if engine.snapshot().state.users.is_empty() {
+            Some(auth.enable_setup(&setup_file).map_err(|e| {
+                format!("cannot write the setup token {}: {e}", setup_file.display())
+            })?)
+        } else {
+            // An account exists (perhaps made with `venued user add`): the token is spent.
+            let _ = std::fs::remove_file(&setup_file);
+            None
+        };
+    // HTTPS first, so plain HTTP knows where to redirect and both can offer the CA.
+    let mut https_ports = Vec::new();
+    let mut ca_routes = None;
+    if !config.tls.https_listen.is_empty() {
+        let (tls_config, ca_pem, fingerprint) = tls_identity(&config).await?;
+        ca_routes = Some(crate::http::ca_page::routes(ca_pem, fingerprint.clone()));
+        for addr in &config.tls.https_listen {
+            let listener = TcpListener::bind(addr)
+                .await
+                .map_err(|e| format!("cannot listen on {addr} (tls.https-listen): {e}"))?;
+            let local = listener.local_addr().map_err(|e| e.to_string())?;
+            tracing::info!(addr = %local, ca_fingerprint = %fingerprint, "https listening");
+            http_urls.push(format!("https://{local}"));
+            https_ports.push(local.port());
+            let app = with_ca(
+                crate::http::network_router(engine.clone(), auth.clone(), true),
+                &ca_routes,
+            );
+            servers.push(tokio::spawn(crate::tls::serve_https(
+                listener,
+                tls_config.clone(),
+                app,
+                crate::http::stream::closing(stopped()),
+            )));
+        }
+    }
     for addr in &config.http.listen {
         let listener = TcpListener::bind(addr)
             .await
             .map_err(|e| format!("cannot listen on {addr} (http.listen): {e}"))?;
         let local = listener.local_addr().map_err(|e| e.to_string())?;
-        tracing::info!(addr = %local, "http listening (probes: /healthz, /readyz)");
+        let app = match https_ports.first() {
+            Some(port) if config.tls.redirect_http => {
+                tracing::info!(addr = %local, "http listening (redirects to https)");
+                crate::http::redirect_router(engine.clone(), *port)
+            }
+            _ => {
+                tracing::info!(addr = %local, "http listening (API at /api/v1, login required)");
+                with_ca(
+                    crate::http::network_router(engine.clone(), auth.clone(), false),
+                    &ca_routes,
+                )
+            }
+        };
         http_urls.push(format!("http://{local}"));
         servers.push(tokio::spawn(crate::http::serve_tcp(
             listener,
-            engine.clone(),
+            app,
             stopped(),
         )));
     }
@@ -68,9 +122,9 @@ pub async fn run(config: Config) -> Result<(), String> {
         "venued {} ready",
         env!("CARGO_PKG_VERSION")
     );
-    print_banner(&config, &socket, &http_urls, snap.state.users.is_empty());
+    print_banner(&config, &socket, &http_urls, setup_token.as_deref());
 
-    wait_for_signal().await?;
+    signals.recv().await;
     tracing::info!("stop requested: finishing in-flight requests");
     let _ = stop_tx.send(true);
     let drained = tokio::time::timeout(DRAIN_GRACE, async {
@@ -90,25 +144,85 @@ pub async fn run(config: Config) -> Result<(), String> {
     Ok(())
 }
 
-fn print_banner(config: &Config, socket: &std::path::Path, urls: &[String], no_users: bool) {
+fn with_ca(app: axum::Router, ca: &Option<axum::Router>) -> axum::Router {
+    match ca {
+        Some(ca) => app.merge(ca.clone()),
+        None => app,
+    }
+}
+
+/// The box's CA and server certificate (created at first start), or the operator's.
+async fn tls_identity(
+    config: &Config,
+) -> Result<(Arc<rustls::ServerConfig>, String, String), String> {
+    let mut names = crate::tls::SubjectNames::default();
+    for name in &config.tls.names {
+        match name.parse::<std::net::IpAddr>() {
+            Ok(ip) => names.ips.push(ip),
+            Err(_) => names.dns.push(name.clone()),
+        }
+    }
+    // Every concrete address we listen on is a name clients may use.
+    for addr in config.tls.https_listen.iter().chain(&config.http.listen) {
+        if !addr.ip().is_unspecified() {
+            names.ips.push(addr.ip());
+        }
+    }
+    let dir = config.data.dir.clone();
+    let operator = config
+        .tls
+        .cert_file
+        .clone()
+        .zip(config.tls.key_file.clone());
+    tokio::task::spawn_blocking(move || {
+        let mut identity =
+            crate::tls::load_or_create(&dir, &names).map_err(|e| format!("tls: {e}"))?;
+        if identity.ca_created {
+            tracing::info!(dir = %identity.paths.dir.display(), "created the box CA and server certificate");
+        }
+        if let Some((cert, key)) = operator {
+            let op = crate::tls::load_operator(&cert, &key).map_err(|e| format!("tls: {e}"))?;
+            identity.replace_server_cert(op);
+            tracing::info!(cert = %cert.display(), "serving the operator's certificate");
+        }
+        let fingerprint = identity.ca_fingerprint();
+        let server = crate::tls::server_config(&identity).map_err(|e| format!("tls: {e}"))?;
+        Ok((server, identity.ca_cert_pem.clone(), fingerprint))
+    })
+    .await
+    .map_err(|e| e.to_string())?
+}
+
+/// The one-time token that creates the owner over the network (mode 0600).
+pub const SETUP_TOKEN_FILE: &str = "setup-token";
+
+fn print_banner(config: &Config, socket: &std::path::Path, urls: &[String], setup: Option<&str>) {
     println!("venued {} is running.", env!("CARGO_PKG_VERSION"));
     println!("  data directory : {}", config.data.dir.display());
     println!("  control socket : {}", socket.display());
     for url in urls {
         println!("  http           : {url}/healthz");
     }
-    if no_users {
-        println!();
+    let Some(token) = setup else { return };
+    println!();
+    println!("Finish setup: no staff account exists yet. In another terminal on this box:");
+    println!(
+        "  venued user add owner --role owner      (cargo run --release -- user add owner --role owner)"
+    );
+    if let Some(url) = urls.first() {
+        let file = config.data.dir.join(SETUP_TOKEN_FILE);
         println!(
-            "Finish setup: no staff account exists yet. In another terminal, create the owner:"
+            "or once from the network with the setup token (also in {}):",
+            file.display()
         );
+        println!("  curl -X POST {url}/api/v1/setup -H 'content-type: application/json' \\");
         println!(
-            "  venued user add owner --role owner      (cargo run --release -- user add owner --role owner)"
+            "       -d '{{\"token\": \"{token}\", \"name\": \"owner\", \"password\": \"<10+ characters>\"}}'"
         );
-        println!("Then add a station and sell time:");
-        println!("  venued station add pc-01 --name \"PC 01\" --kind pc");
-        println!("  venued session start pc-01 30m");
     }
+    println!("Then add a station and sell time:");
+    println!("  venued station add pc-01 --name \"PC 01\" --kind pc");
+    println!("  venued session start pc-01 30m");
 }
 
 fn restrict_socket(path: &std::path::Path) -> Result<(), String> {
@@ -117,13 +231,25 @@ fn restrict_socket(path: &std::path::Path) -> Result<(), String> {
         .map_err(|e| format!("cannot restrict the control socket {}: {e}", path.display()))
 }
 
-async fn wait_for_signal() -> Result<(), String> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate()).map_err(|e| e.to_string())?;
-    let mut int = signal(SignalKind::interrupt()).map_err(|e| e.to_string())?;
-    tokio::select! {
-        _ = term.recv() => {},
-        _ = int.recv() => {},
+struct StopSignals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
+impl StopSignals {
+    fn install() -> Result<Self, String> {
+        use tokio::signal::unix::{SignalKind, signal};
+        let err = |e: std::io::Error| format!("cannot install signal handlers: {e}");
+        Ok(Self {
+            term: signal(SignalKind::terminate()).map_err(err)?,
+            int: signal(SignalKind::interrupt()).map_err(err)?,
+        })
     }
-    Ok(())
+
+    async fn recv(&mut self) {
+        tokio::select! {
+            _ = self.term.recv() => {},
+            _ = self.int.recv() => {},
+        }
+    }
 }

@@ -55,6 +55,25 @@ pub enum Command {
     ConfirmClock {
         now: Timestamp,
     },
+    /// An API token for `user`; its secret's hash travels beside the command.
+    CreateToken {
+        id: String,
+        name: String,
+        user: String,
+        role: Role,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        expires_at: Option<Timestamp>,
+    },
+    RevokeToken {
+        id: String,
+    },
+    /// A login attempt, successful or not, for the audit trail.
+    RecordLogin {
+        name: String,
+        from: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        failure: Option<String>,
+    },
 }
 
 impl Command {
@@ -71,6 +90,9 @@ impl Command {
             Self::StopSession { .. } => "stop_session",
             Self::AddUser { .. } => "add_user",
             Self::ConfirmClock { .. } => "confirm_clock",
+            Self::CreateToken { .. } => "create_token",
+            Self::RevokeToken { .. } => "revoke_token",
+            Self::RecordLogin { .. } => "record_login",
         }
     }
 }

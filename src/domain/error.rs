@@ -41,6 +41,14 @@ pub enum DomainError {
     },
     #[error("user {0:?} already exists")]
     UserExists(String),
+    #[error("user {0:?} does not exist")]
+    UnknownUser(String),
+    #[error("token {0:?} does not exist")]
+    UnknownToken(String),
+    #[error("token {0:?} is already revoked")]
+    TokenRevoked(String),
+    #[error("a token for {user} cannot have role {role}: it would exceed the user's own rights")]
+    TokenExceedsUser { user: String, role: super::Role },
 }
 
 impl DomainError {
@@ -59,6 +67,10 @@ impl DomainError {
             Self::TooLong { .. } => "duration_too_long",
             Self::InvalidField { .. } => "invalid_field",
             Self::UserExists(_) => "user_exists",
+            Self::UnknownUser(_) => "user_not_found",
+            Self::UnknownToken(_) => "token_not_found",
+            Self::TokenRevoked(_) => "token_revoked",
+            Self::TokenExceedsUser { .. } => "token_exceeds_user",
         }
     }
 
@@ -66,17 +78,22 @@ impl DomainError {
     /// (409) or malformed (422).
     pub fn kind(&self) -> ErrorKind {
         match self {
-            Self::UnknownStation(_) | Self::UnknownSession(_) => ErrorKind::NotFound,
+            Self::UnknownStation(_)
+            | Self::UnknownSession(_)
+            | Self::UnknownUser(_)
+            | Self::UnknownToken(_) => ErrorKind::NotFound,
             Self::StationExists(_)
             | Self::StationBusy { .. }
             | Self::SessionEnded(_)
             | Self::WrongPhase { .. }
             | Self::OpenEnded(_)
             | Self::SameStation(_)
-            | Self::UserExists(_) => ErrorKind::Conflict,
-            Self::InvalidDuration { .. } | Self::TooLong { .. } | Self::InvalidField { .. } => {
-                ErrorKind::Invalid
-            }
+            | Self::UserExists(_)
+            | Self::TokenRevoked(_) => ErrorKind::Conflict,
+            Self::InvalidDuration { .. }
+            | Self::TooLong { .. }
+            | Self::InvalidField { .. }
+            | Self::TokenExceedsUser { .. } => ErrorKind::Invalid,
         }
     }
 }

@@ -3,7 +3,7 @@
 //! `decide` is pure: (state, command, now, policy) -> events. `apply` folds an event into
 //! the state. The engine runs both inside one store transaction.
 
-use super::account::{Role, valid_user_name};
+use super::account::{Permission, Role, valid_user_name};
 use super::command::Command;
 use super::error::DomainError;
 use super::ids::{SessionId, StationId};
@@ -60,6 +60,27 @@ pub enum EventKind {
         #[serde(flatten)]
         correction: Correction,
     },
+    TokenCreated {
+        id: String,
+        name: String,
+        user: String,
+        role: Role,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        expires_at: Option<Timestamp>,
+    },
+    TokenRevoked {
+        id: String,
+        user: String,
+    },
+    LoggedIn {
+        name: String,
+        from: String,
+    },
+    LoginFailed {
+        name: String,
+        from: String,
+        reason: String,
+    },
     /// The untrusted wall clock disagreed with the venue clock and was not followed.
     ClockJumpIgnored {
         wall: Timestamp,
@@ -77,7 +98,19 @@ pub struct VenueState {
     /// Which active session occupies a station.
     pub occupant: BTreeMap<StationId, SessionId>,
     pub users: BTreeMap<String, Role>,
+    /// API tokens by public id (secrets are only in the store, hashed).
+    pub tokens: BTreeMap<String, TokenInfo>,
     pub next_session: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TokenInfo {
+    pub name: String,
+    pub user: String,
+    pub role: Role,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<Timestamp>,
+    pub revoked: bool,
 }
 
 /// Upper bound on free-text reasons staff attach to commands.
@@ -193,6 +226,78 @@ impl VenueState {
             }
             // Clock commands are decided by the engine, which owns the venue clock.
             Command::ConfirmClock { .. } => Ok(Vec::new()),
+            Command::CreateToken {
+                id,
+                name,
+                user,
+                role,
+                expires_at,
+            } => {
+                check_name("name", name)?;
+                let owner_role = *self
+                    .users
+                    .get(user)
+                    .ok_or_else(|| DomainError::UnknownUser(user.clone()))?;
+                // Never more rights than the owner: every permission of the token's role
+                // must be one the owner has.
+                if Permission::ALL
+                    .iter()
+                    .any(|p| role.allows(*p) && !owner_role.allows(*p))
+                {
+                    return Err(DomainError::TokenExceedsUser {
+                        user: user.clone(),
+                        role: *role,
+                    });
+                }
+                if expires_at.is_some_and(|t| t <= now) {
+                    return Err(DomainError::InvalidField {
+                        field: "expires_at",
+                        reason: "is in the past",
+                    });
+                }
+                if self.tokens.contains_key(id) {
+                    return Err(DomainError::InvalidField {
+                        field: "id",
+                        reason: "is already used",
+                    });
+                }
+                Ok(vec![EventKind::TokenCreated {
+                    id: id.clone(),
+                    name: name.trim().to_owned(),
+                    user: user.clone(),
+                    role: *role,
+                    expires_at: *expires_at,
+                }])
+            }
+            Command::RevokeToken { id } => {
+                let token = self
+                    .tokens
+                    .get(id)
+                    .ok_or_else(|| DomainError::UnknownToken(id.clone()))?;
+                if token.revoked {
+                    return Err(DomainError::TokenRevoked(id.clone()));
+                }
+                Ok(vec![EventKind::TokenRevoked {
+                    id: id.clone(),
+                    user: token.user.clone(),
+                }])
+            }
+            Command::RecordLogin {
+                name,
+                from,
+                failure,
+            } => Ok(vec![match failure {
+                None => EventKind::LoggedIn {
+                    name: name.clone(),
+                    from: from.clone(),
+                },
+                Some(reason) => EventKind::LoginFailed {
+                    // An unknown name is recorded as typed, bounded.
+                    name: name.chars().take(64).collect(),
+                    from: from.clone(),
+                    reason: reason.clone(),
+                },
+            }]),
         }
     }
 
@@ -238,7 +343,32 @@ impl VenueState {
             EventKind::UserAdded { name, role } => {
                 self.users.insert(name.clone(), *role);
             }
-            EventKind::ClockBooted { .. }
+            EventKind::TokenCreated {
+                id,
+                name,
+                user,
+                role,
+                expires_at,
+            } => {
+                self.tokens.insert(
+                    id.clone(),
+                    TokenInfo {
+                        name: name.clone(),
+                        user: user.clone(),
+                        role: *role,
+                        expires_at: *expires_at,
+                        revoked: false,
+                    },
+                );
+            }
+            EventKind::TokenRevoked { id, .. } => {
+                if let Some(t) = self.tokens.get_mut(id) {
+                    t.revoked = true;
+                }
+            }
+            EventKind::LoggedIn { .. }
+            | EventKind::LoginFailed { .. }
+            | EventKind::ClockBooted { .. }
             | EventKind::ClockCorrected { .. }
             | EventKind::ClockJumpIgnored { .. } => {}
         }

@@ -3,9 +3,11 @@
 //! (group commit: everything queued meanwhile shares the fsync), and only then replies
 //! and broadcasts. A full queue is an immediate [`EngineError::Busy`], never a hang.
 
+pub mod stats;
 mod venue_clock;
 mod writer;
 
+pub use stats::EngineStats;
 pub use venue_clock::ClockStatus;
 
 use crate::clock::Clock;
@@ -15,7 +17,7 @@ use crate::domain::{Actor, Command, DomainError, VenueState};
 use crate::store::{Event, Store, StoreError, StoreLocation, StoreOptions};
 use jiff::{SignedDuration, Timestamp};
 use serde::{Deserialize, Serialize};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::mpsc::{SyncSender, TrySendError};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
@@ -135,16 +137,6 @@ pub struct Snapshot {
     anchor: (Timestamp, Duration),
 }
 
-/// Counters for /metrics and benchmarks.
-#[derive(Debug, Default)]
-pub struct EngineStats {
-    pub commands: AtomicU64,
-    pub commits: AtomicU64,
-    pub failed_commits: AtomicU64,
-    pub commit_micros_total: AtomicU64,
-    pub queue_depth: AtomicU64,
-}
-
 enum Msg {
     Exec(Box<Request>, oneshot::Sender<Result<Reply, EngineError>>),
     Sync(oneshot::Sender<()>),
@@ -212,10 +204,11 @@ impl Engine {
 
     pub async fn execute(&self, request: Request) -> Result<Reply, EngineError> {
         if let Some(key) = &request.idempotency_key {
-            validate_key(key)?;
+            validate_key(key).inspect_err(|e| self.inner.stats.record_unqueued(e))?;
         }
         let (tx, rx) = oneshot::channel();
-        self.send(Msg::Exec(Box::new(request), tx))?;
+        self.send(Msg::Exec(Box::new(request), tx))
+            .inspect_err(|e| self.inner.stats.record_unqueued(e))?;
         rx.await.map_err(|_| EngineError::ShuttingDown)?
     }
 
@@ -227,14 +220,17 @@ impl Engine {
     }
 
     fn send(&self, msg: Msg) -> Result<(), EngineError> {
-        match self.inner.tx.try_send(msg) {
-            Ok(()) => {
-                self.inner.stats.queue_depth.fetch_add(1, Ordering::Relaxed);
-                Ok(())
-            }
+        // Counted before the send: the writer may take the message (and count it out)
+        // before `try_send` even returns.
+        let depth = &self.inner.stats.queue_depth;
+        depth.fetch_add(1, Ordering::Relaxed);
+        let result = match self.inner.tx.try_send(msg) {
+            Ok(()) => return Ok(()),
             Err(TrySendError::Full(_)) => Err(EngineError::Busy),
             Err(TrySendError::Disconnected(_)) => Err(EngineError::ShuttingDown),
-        }
+        };
+        depth.fetch_sub(1, Ordering::Relaxed);
+        result
     }
 
     pub fn snapshot(&self) -> Arc<Snapshot> {

@@ -250,7 +250,7 @@ impl Writer {
             };
             for (req, tx) in requests {
                 let outcome = Err(err.clone());
-                Trace::of(&req).log(&outcome);
+                Trace::of(&req).log(&outcome, &self.stats);
                 let _ = tx.send(outcome);
             }
             for tx in staged.syncs {
@@ -277,11 +277,7 @@ impl Writer {
         });
         match result {
             Ok(()) => {
-                let micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
-                self.stats.commits.fetch_add(1, Ordering::Relaxed);
-                self.stats
-                    .commit_micros_total
-                    .fetch_add(micros, Ordering::Relaxed);
+                self.stats.record_commit(started.elapsed());
                 self.adopt(staged, mono);
             }
             Err(e) => {
@@ -293,7 +289,7 @@ impl Writer {
                 let answered = staged.replies.into_iter().map(|(tx, _, trace)| (tx, trace));
                 for (tx, trace) in answered.chain(pending) {
                     let outcome = Err(err.clone());
-                    trace.log(&outcome);
+                    trace.log(&outcome, &self.stats);
                     let _ = tx.send(outcome);
                 }
                 for tx in staged.syncs {
@@ -421,7 +417,36 @@ impl Writer {
                     created_at: now,
                 },
             )?,
-            EventKind::ClockBooted { .. }
+            EventKind::TokenCreated {
+                id,
+                name,
+                user,
+                role,
+                expires_at,
+            } => {
+                let Some(hash) = secret else {
+                    return Err(StoreError::Corrupt(format!(
+                        "token {id} created without a secret"
+                    )));
+                };
+                store::write::token(
+                    txn,
+                    hash,
+                    &store::TokenRecord {
+                        id: id.clone(),
+                        name: name.clone(),
+                        user: user.clone(),
+                        role: *role,
+                        expires_at: *expires_at,
+                        revoked: false,
+                        created_at: now,
+                    },
+                )?
+            }
+            EventKind::TokenRevoked { id, .. } => store::write::revoke_token(txn, id)?,
+            EventKind::LoggedIn { .. }
+            | EventKind::LoginFailed { .. }
+            | EventKind::ClockBooted { .. }
             | EventKind::ClockCorrected { .. }
             | EventKind::ClockJumpIgnored { .. } => {}
         }
@@ -481,7 +506,7 @@ impl Writer {
             let _ = self.events_tx.send(Arc::new(event));
         }
         for (tx, reply, trace) in staged.replies {
-            trace.log(&reply);
+            trace.log(&reply, &self.stats);
             let _ = tx.send(reply);
         }
         for tx in staged.syncs {
@@ -576,8 +601,10 @@ impl Trace {
         }
     }
 
-    /// Logged once the outcome is final (after the commit, or its failure).
-    fn log(&self, outcome: &Result<Reply, EngineError>) {
+    /// Logged (and counted for /metrics) once the outcome is final (after the commit,
+    /// or its failure).
+    fn log(&self, outcome: &Result<Reply, EngineError>, stats: &EngineStats) {
+        stats.record_outcome(outcome);
         let key = self.key.as_deref().unwrap_or("-");
         let (command, actor) = (self.command, self.actor.as_str());
         match outcome {

@@ -3,6 +3,12 @@
 //! API and no second command protocol.
 
 mod api;
+pub mod auth;
+mod authz;
+pub mod ca_page;
+pub mod metrics;
+pub mod metrics_hook;
+pub mod stream;
 
 /// Response types of the API, for clients (the CLI, tests).
 pub mod api_types {
@@ -31,20 +37,96 @@ pub const MAX_BODY: usize = 64 * 1024;
 #[derive(Clone, Debug)]
 pub struct AppState {
     pub engine: Engine,
+    pub auth: auth::Auth,
 }
 
 /// The whole API, without transport concerns: callers insert a [`Caller`] extension.
+/// This is what the control socket serves (its permissions stand in for login).
 pub fn router(engine: Engine) -> Router {
     api::routes()
+        .merge(auth::token_routes())
         .merge(api::ops_routes())
+        .merge(stream::routes())
+        .merge(metrics::routes())
         .layer(DefaultBodyLimit::max(MAX_BODY))
-        .with_state(AppState { engine })
+        .layer(metrics::layer())
+        .with_state(AppState {
+            engine,
+            auth: auth::Auth::default(),
+        })
 }
 
-/// Only the liveness and readiness probes, for network listeners until the API has
-/// accounts and TLS.
-pub fn ops_router(engine: Engine) -> Router {
-    api::ops_routes().with_state(AppState { engine })
+/// The API for the network: every route authenticated and authorised by role, except
+/// login and the probes; security headers on every answer.
+pub fn network_router(engine: Engine, auth: auth::Auth, https: bool) -> Router {
+    let protected = api::routes()
+        .merge(auth::token_routes())
+        .merge(auth::logout_routes())
+        .merge(stream::routes())
+        .merge(metrics::routes());
+    let state = AppState { engine, auth };
+    protected
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            auth::guard,
+        ))
+        .merge(auth::login_routes())
+        .merge(api::ops_routes())
+        .layer(DefaultBodyLimit::max(MAX_BODY))
+        .layer(metrics::layer())
+        .layer(axum::middleware::from_fn(move |req, next| {
+            auth::security_headers(https, req, next)
+        }))
+        .with_state(state)
+}
+
+/// Serve a network router (see [`network_router`]) on a plain TCP listener.
+pub async fn serve_tcp(
+    listener: tokio::net::TcpListener,
+    app: Router,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+    )
+    .with_graceful_shutdown(stream::closing(shutdown))
+    .await
+}
+
+/// Plain HTTP when HTTPS is configured to take over: probes answer, everything else is
+/// redirected to the same path on the first HTTPS port.
+pub fn redirect_router(engine: Engine, https_port: u16) -> Router {
+    use axum::http::{StatusCode, Uri, header};
+    use axum::response::IntoResponse;
+    let redirect = move |headers: axum::http::HeaderMap, uri: Uri| async move {
+        let host = headers
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .map(|h| h.rsplit_once(':').map_or(h, |(name, _)| name))
+            .filter(|h| {
+                !h.is_empty()
+                    && h.chars()
+                        .all(|c| c.is_ascii_alphanumeric() || ".-[]:".contains(c))
+            })
+            .unwrap_or("localhost")
+            .to_owned();
+        let path = uri.path_and_query().map_or("/", |p| p.as_str()).to_owned();
+        (
+            StatusCode::PERMANENT_REDIRECT,
+            [(
+                header::LOCATION,
+                format!("https://{host}:{https_port}{path}"),
+            )],
+        )
+            .into_response()
+    };
+    api::ops_routes()
+        .with_state(AppState {
+            engine,
+            auth: auth::Auth::default(),
+        })
+        .fallback(redirect)
 }
 
 /// The Unix peer's uid, recorded as the actor of socket requests.
@@ -81,17 +163,6 @@ pub async fn serve_socket(
         listener,
         app.into_make_service_with_connect_info::<UnixPeer>(),
     )
-    .with_graceful_shutdown(shutdown)
+    .with_graceful_shutdown(stream::closing(shutdown))
     .await
-}
-
-/// Serve the probes on a TCP listener.
-pub async fn serve_tcp(
-    listener: tokio::net::TcpListener,
-    engine: Engine,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
-    axum::serve(listener, ops_router(engine))
-        .with_graceful_shutdown(shutdown)
-        .await
 }

@@ -6,12 +6,12 @@ use super::tables::*;
 use redb::{ReadableTable, WriteTransaction};
 
 /// The schema this binary writes.
-pub const SCHEMA_VERSION: u32 = 1;
+pub const SCHEMA_VERSION: u32 = 2;
 
 type Migration = fn(&WriteTransaction) -> Result<(), StoreError>;
 
 /// `MIGRATIONS[i]` takes the store from version `i` to `i + 1`; version 0 is empty.
-const MIGRATIONS: [Migration; SCHEMA_VERSION as usize] = [v1_initial];
+const MIGRATIONS: [Migration; SCHEMA_VERSION as usize] = [v1_initial, v2_tokens];
 
 fn v1_initial(txn: &WriteTransaction) -> Result<(), StoreError> {
     // Opening a table in a write transaction creates it.
@@ -26,6 +26,13 @@ fn v1_initial(txn: &WriteTransaction) -> Result<(), StoreError> {
     let id: [u8; 16] = rand::random();
     let id: String = id.iter().map(|b| format!("{b:02x}")).collect();
     txn.open_table(META)?.insert(META_STORE_ID, id.as_bytes())?;
+    Ok(())
+}
+
+/// v2: API tokens for the network API.
+fn v2_tokens(txn: &WriteTransaction) -> Result<(), StoreError> {
+    txn.open_table(TOKENS)?;
+    txn.open_table(TOKEN_IDS)?;
     Ok(())
 }
 

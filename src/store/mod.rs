@@ -113,6 +113,19 @@ pub struct UserRecord {
     pub created_at: Timestamp,
 }
 
+/// A stored API token. The secret itself is never stored, only its SHA-256 (the key).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct TokenRecord {
+    pub id: String,
+    pub name: String,
+    pub user: String,
+    pub role: Role,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<Timestamp>,
+    pub revoked: bool,
+    pub created_at: Timestamp,
+}
+
 /// A remembered answer to an idempotent request.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct IdempotencyRecord {
@@ -209,6 +222,20 @@ impl Store {
             let user: UserRecord = serde_json::from_slice(v.value())?;
             state.users.insert(user.name, user.role);
         }
+        for entry in txn.open_table(TOKENS)?.iter()? {
+            let (_, v) = entry?;
+            let t: TokenRecord = serde_json::from_slice(v.value())?;
+            state.tokens.insert(
+                t.id.clone(),
+                crate::domain::venue::TokenInfo {
+                    name: t.name,
+                    user: t.user,
+                    role: t.role,
+                    expires_at: t.expires_at,
+                    revoked: t.revoked,
+                },
+            );
+        }
         let checkpoint = match txn.open_table(META)?.get(META_CHECKPOINT)? {
             Some(v) => Some(parse_ts(v.value())?),
             None => None,
@@ -259,6 +286,26 @@ impl Store {
             Some(v) => Ok(Some(serde_json::from_slice(v.value())?)),
             None => Ok(None),
         }
+    }
+
+    /// The token whose secret hashes to `hash` (hex SHA-256), revoked or not.
+    pub fn token_by_hash(&self, hash: &str) -> Result<Option<TokenRecord>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(TOKENS)?;
+        match table.get(hash)? {
+            Some(v) => Ok(Some(serde_json::from_slice(v.value())?)),
+            None => Ok(None),
+        }
+    }
+
+    pub fn users(&self) -> Result<Vec<UserRecord>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let mut out = Vec::new();
+        for entry in txn.open_table(USERS)?.iter()? {
+            let (_, v) = entry?;
+            out.push(serde_json::from_slice(v.value())?);
+        }
+        Ok(out)
     }
 
     pub fn verify(&self) -> Result<VerifyReport, StoreError> {
@@ -313,6 +360,42 @@ pub mod write {
     ) -> Result<(), StoreError> {
         txn.open_table(IDEMPOTENCY)?
             .insert(key, serde_json::to_vec(record)?.as_slice())?;
+        Ok(())
+    }
+
+    pub fn token(
+        txn: &WriteTransaction,
+        hash: &str,
+        record: &TokenRecord,
+    ) -> Result<(), StoreError> {
+        txn.open_table(TOKENS)?
+            .insert(hash, serde_json::to_vec(record)?.as_slice())?;
+        txn.open_table(TOKEN_IDS)?
+            .insert(record.id.as_str(), hash)?;
+        Ok(())
+    }
+
+    pub fn revoke_token(txn: &WriteTransaction, id: &str) -> Result<(), StoreError> {
+        let hash = {
+            let ids = txn.open_table(TOKEN_IDS)?;
+            let found = ids.get(id)?;
+            found.map(|h| h.value().to_owned())
+        };
+        let Some(hash) = hash else {
+            return Err(StoreError::Corrupt(format!(
+                "token {id} has no stored secret"
+            )));
+        };
+        let mut tokens = txn.open_table(TOKENS)?;
+        let record = match tokens.get(hash.as_str())? {
+            Some(v) => {
+                let mut r: TokenRecord = serde_json::from_slice(v.value())?;
+                r.revoked = true;
+                r
+            }
+            None => return Err(StoreError::Corrupt(format!("token {id} has no record"))),
+        };
+        tokens.insert(hash.as_str(), serde_json::to_vec(&record)?.as_slice())?;
         Ok(())
     }
 

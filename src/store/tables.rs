@@ -15,6 +15,10 @@ pub const EVENTS: TableDefinition<u64, &[u8]> = TableDefinition::new("events");
 pub const SEALS: TableDefinition<u64, &[u8]> = TableDefinition::new("seals");
 pub const IDEMPOTENCY: TableDefinition<&str, &[u8]> = TableDefinition::new("idempotency");
 pub const USERS: TableDefinition<&str, &[u8]> = TableDefinition::new("users");
+/// API tokens by the hex SHA-256 of their secret (schema v2).
+pub const TOKENS: TableDefinition<&str, &[u8]> = TableDefinition::new("tokens");
+/// Token public id -> secret hash, to revoke by id (schema v2).
+pub const TOKEN_IDS: TableDefinition<&str, &str> = TableDefinition::new("token_ids");
 
 pub const META_SCHEMA_VERSION: &str = "schema_version";
 pub const META_CHECKPOINT: &str = "clock_checkpoint";

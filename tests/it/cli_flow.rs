@@ -70,7 +70,10 @@ fn readme_tour_runs_a_session_through_its_whole_life() {
     ));
     assert_eq!(v["phase"], "ended");
     assert_eq!(v["reason"], "stopped");
-    assert_eq!(v["remaining"], "0s", "an ended session has no time left to play");
+    assert_eq!(
+        v["remaining"], "0s",
+        "an ended session has no time left to play"
+    );
 
     let log = stdout(&venued(d, &["audit", "log"]));
     for change in [
@@ -271,4 +274,64 @@ fn the_same_idempotency_key_never_starts_two_sessions() {
     );
     let sessions = json(&venued(d, &["session", "list", "--json"]));
     assert_eq!(sessions.as_array().unwrap().len(), 1);
+}
+
+#[test]
+fn tokens_are_created_listed_and_revoked_from_the_cli() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    assert!(
+        venued(d, &["user", "add", "kim", "--role", "staff"])
+            .status
+            .success()
+    );
+    let too_much = venued(
+        d,
+        &["token", "create", "x", "--user", "kim", "--role", "owner"],
+    );
+    assert!(
+        stderr(&too_much).contains("token_exceeds_user"),
+        "{}",
+        stderr(&too_much)
+    );
+    let out = venued(
+        d,
+        &[
+            "token",
+            "create",
+            "till",
+            "--user",
+            "kim",
+            "--expires-in",
+            "720h",
+        ],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    let id = text.split_whitespace().nth(1).unwrap().to_owned();
+    let secret = text
+        .lines()
+        .find_map(|l| l.strip_prefix("secret: "))
+        .unwrap()
+        .to_owned();
+    assert!(secret.starts_with(&format!("vdt_{id}_")));
+    let list = stdout(&venued(d, &["token", "list"]));
+    assert!(
+        list.contains(&id) && list.contains("active") && !list.contains(&secret),
+        "{list}"
+    );
+    assert!(venued(d, &["token", "revoke", &id]).status.success());
+    assert!(stdout(&venued(d, &["token", "list"])).contains("revoked"));
+    let again = venued(d, &["token", "revoke", &id]);
+    assert!(
+        stderr(&again).contains("token_revoked"),
+        "{}",
+        stderr(&again)
+    );
+    let log = stdout(&venued(d, &["audit", "log"]));
+    assert!(
+        log.contains("token_created") && log.contains("token_revoked"),
+        "{log}"
+    );
+    assert!(!log.contains(&secret));
 }

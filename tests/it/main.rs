@@ -9,5 +9,8 @@ mod cli_flow;
 mod clock_trust;
 mod config_fixtures;
 mod crash;
+mod network_api;
 mod power_cut;
 mod scheduler;
+mod stream_metrics;
+mod tls;

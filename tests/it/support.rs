@@ -98,10 +98,15 @@ pub struct Daemon {
 
 impl Daemon {
     pub fn start(dir: &Path) -> Self {
+        Self::start_with_http(dir, "127.0.0.1:0")
+    }
+
+    pub fn start_with_http(dir: &Path, listen: &str) -> Self {
         let child = Command::new(BIN)
             .arg("serve")
             .env("VENUED_DATA_DIR", dir)
-            .env("VENUED_HTTP_LISTEN", "127.0.0.1:0")
+            .env("VENUED_HTTP_LISTEN", listen)
+            .env("VENUED_HTTPS_LISTEN", "127.0.0.1:0")
             .env("VENUED_LOG", "warn")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -113,6 +118,12 @@ impl Daemon {
             dir: dir.to_path_buf(),
         };
         daemon.wait_ready();
+        // The control socket opens before the TCP listeners: wait for a fixed port too.
+        if let Ok(addr) = listen.parse::<std::net::SocketAddr>()
+            && addr.port() != 0
+        {
+            daemon.wait_port(addr);
+        }
         daemon
     }
 
@@ -128,6 +139,18 @@ impl Daemon {
             std::thread::sleep(Duration::from_millis(10));
         }
         panic!("venued did not open its control socket within 20 s");
+    }
+
+    #[allow(clippy::disallowed_methods)]
+    fn wait_port(&self, addr: std::net::SocketAddr) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if std::net::TcpStream::connect(addr).is_ok() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        panic!("venued did not listen on {addr} within 20 s");
     }
 
     pub fn kill(mut self) {
