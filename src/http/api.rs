@@ -3,14 +3,14 @@
 
 use super::AppState;
 use super::error::ApiError;
-use super::extract::{ApiJson, Caller, IdempotencyKey};
+use super::extract::{ApiJson, ApiQuery, Caller, IdempotencyKey};
 use crate::domain::time::serde_dur;
 use crate::domain::{
     Command, EventKind, Role, Session, SessionId, Station, StationId, StationKind,
 };
 use crate::engine::{ClockStatus, Reply, Request};
 use crate::store::{Event, VerifyReport};
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -35,7 +35,8 @@ pub fn routes() -> Router<AppState> {
         .route("/api/v1/audit/verify", get(verify))
         .route("/api/v1/clock", get(clock_status))
         .route("/api/v1/clock/confirm", post(confirm_clock))
-        .route("/api/v1/users", post(add_user))
+        .route("/api/v1/users", get(list_users).post(add_user))
+        .route("/api/v1/zones", get(list_zones))
 }
 
 pub fn ops_routes() -> Router<AppState> {
@@ -279,7 +280,7 @@ struct ListSessions {
 
 async fn list_sessions(
     State(state): State<AppState>,
-    Query(q): Query<ListSessions>,
+    ApiQuery(q): ApiQuery<ListSessions>,
 ) -> Result<Json<Vec<SessionView>>, ApiError> {
     let snap = state.engine.snapshot();
     let now = state.engine.now();
@@ -472,6 +473,47 @@ struct EventsQuery {
     after: u64,
     #[serde(default)]
     limit: Option<usize>,
+    /// Only events of this type (`session`, `station_added`, `login_failed`, ...).
+    #[serde(default, rename = "type")]
+    kind: Option<String>,
+    /// Only events about this station.
+    #[serde(default)]
+    station: Option<String>,
+    /// Only events about this session (`12` or `S-12`).
+    #[serde(default)]
+    session: Option<String>,
+}
+
+/// How many events one filtered page may look through before answering.
+const MAX_EVENT_SCAN: usize = 10_000;
+
+fn event_matches(
+    e: &Event,
+    kind: Option<&str>,
+    station: Option<&StationId>,
+    session: Option<SessionId>,
+) -> bool {
+    let type_ok = kind.is_none_or(|k| {
+        serde_json::to_value(&e.body.kind)
+            .ok()
+            .is_some_and(|v| v["type"] == k)
+    });
+    let (ev_station, ev_session) = match &e.body.kind {
+        EventKind::Session { session, .. } => (Some(&session.station), Some(session.id)),
+        EventKind::StationAdded { station } => (Some(&station.id), None),
+        EventKind::StationRemoved { station } => (Some(station), None),
+        _ => (None, None),
+    };
+    let transferred_from = match &e.body.kind {
+        EventKind::Session {
+            change: crate::domain::SessionChange::Transferred { from },
+            ..
+        } => Some(from),
+        _ => None,
+    };
+    let station_ok = station.is_none_or(|s| ev_station == Some(s) || transferred_from == Some(s));
+    let session_ok = session.is_none_or(|s| ev_session == Some(s));
+    type_ok && station_ok && session_ok
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -485,7 +527,7 @@ pub const MAX_EVENT_PAGE: usize = 1000;
 
 async fn list_events(
     State(state): State<AppState>,
-    Query(q): Query<EventsQuery>,
+    ApiQuery(q): ApiQuery<EventsQuery>,
 ) -> Result<Json<EventPage>, ApiError> {
     let limit = q.limit.unwrap_or(100);
     if !(1..=MAX_EVENT_PAGE).contains(&limit) {
@@ -494,9 +536,16 @@ async fn list_events(
             "limit must be between 1 and 1000",
         ));
     }
+    let station = q.station.as_deref().map(parse_station_id).transpose()?;
+    let session = q.session.as_deref().map(parse_session_id).transpose()?;
+    let kind = q.kind;
     let store = state.engine.store()?;
-    let events = blocking(move || store.events(q.after, limit)).await?;
-    let next = events.last().map_or(q.after, |e| e.seq);
+    let (events, next) = blocking(move || {
+        store.scan_events(q.after, limit, MAX_EVENT_SCAN, |e| {
+            event_matches(e, kind.as_deref(), station.as_ref(), session)
+        })
+    })
+    .await?;
     Ok(Json(EventPage { events, next }))
 }
 
@@ -549,6 +598,51 @@ struct AddUser {
     name: String,
     role: Role,
     password: String,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct UserView {
+    pub name: String,
+    pub role: Role,
+    pub created_at: Timestamp,
+}
+
+async fn list_users(State(state): State<AppState>) -> Result<Json<Vec<UserView>>, ApiError> {
+    let store = state.engine.store()?;
+    let users = blocking(move || store.users()).await?;
+    Ok(Json(
+        users
+            .into_iter()
+            .map(|u| UserView {
+                name: u.name,
+                role: u.role,
+                created_at: u.created_at,
+            })
+            .collect(),
+    ))
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ZoneView {
+    pub zone: String,
+    pub stations: Vec<StationId>,
+}
+
+/// Zones are named on stations; this lists them with their stations.
+async fn list_zones(State(state): State<AppState>) -> Json<Vec<ZoneView>> {
+    let snap = state.engine.snapshot();
+    let mut zones: std::collections::BTreeMap<String, Vec<StationId>> = Default::default();
+    for s in snap.state.stations.values() {
+        if let Some(z) = &s.zone {
+            zones.entry(z.clone()).or_default().push(s.id.clone());
+        }
+    }
+    Json(
+        zones
+            .into_iter()
+            .map(|(zone, stations)| ZoneView { zone, stations })
+            .collect(),
+    )
 }
 
 pub const MIN_PASSWORD: usize = 10;

@@ -4,7 +4,7 @@ use crate::domain::error::ErrorKind;
 use crate::engine::EngineError;
 use crate::store::StoreError;
 use axum::Json;
-use axum::extract::rejection::JsonRejection;
+use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
@@ -108,5 +108,11 @@ impl From<JsonRejection> for ApiError {
             _ => "invalid_json",
         };
         Self::new(status, code, r.body_text())
+    }
+}
+
+impl From<QueryRejection> for ApiError {
+    fn from(r: QueryRejection) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "invalid_query", r.body_text())
     }
 }

@@ -50,3 +50,8 @@ impl<S: Send + Sync> FromRequestParts<S> for IdempotencyKey {
 #[derive(Debug, FromRequest)]
 #[from_request(via(axum::Json), rejection(ApiError))]
 pub struct ApiJson<T>(pub T);
+
+/// Query string whose rejections are problem+json (`invalid_query`).
+#[derive(Debug, FromRequestParts)]
+#[from_request(via(axum::extract::Query), rejection(ApiError))]
+pub struct ApiQuery<T>(pub T);

@@ -269,6 +269,32 @@ impl Store {
         Ok(out)
     }
 
+    /// Events after `after` that `keep` accepts, at most `limit`, scanning at most `scan`
+    /// events; also returns the last seq scanned, where the next page starts.
+    pub fn scan_events(
+        &self,
+        after: u64,
+        limit: usize,
+        scan: usize,
+        mut keep: impl FnMut(&Event) -> bool,
+    ) -> Result<(Vec<Event>, u64), StoreError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(EVENTS)?;
+        let (mut out, mut last) = (Vec::new(), after);
+        for entry in table.range(after.saturating_add(1)..)?.take(scan) {
+            let (k, v) = entry?;
+            let event = eventlog::decode(k.value(), v.value())?;
+            last = event.seq;
+            if keep(&event) {
+                out.push(event);
+                if out.len() >= limit {
+                    break;
+                }
+            }
+        }
+        Ok((out, last))
+    }
+
     /// Events caused by one idempotency key (used by tests and support tooling).
     pub fn idempotency(&self, key: &str) -> Result<Option<IdempotencyRecord>, StoreError> {
         let txn = self.db.begin_read()?;
