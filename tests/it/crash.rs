@@ -33,6 +33,75 @@ struct Call {
     method: Method,
     path: String,
     body: Option<Value>,
+    /// Sent over the network API (bearer token) rather than the control socket.
+    http: bool,
+}
+
+/// How a worker reaches the daemon: the control socket, or HTTP with a bearer token.
+#[derive(Clone)]
+struct Via {
+    /// Made while the daemon was up, so it always targets the socket and never falls
+    /// back to opening the store behind a dead daemon's back.
+    socket: std::sync::Arc<Client>,
+    port: u16,
+    bearer: String,
+}
+
+impl Via {
+    async fn call(&self, call: &Call, key: Option<&str>) -> Result<Value, ClientError> {
+        if !call.http {
+            return self
+                .socket
+                .call(call.method.clone(), &call.path, call.body.as_ref(), key)
+                .await;
+        }
+        let transport = |e: &dyn std::fmt::Display| ClientError::Transport(e.to_string());
+        let stream = tokio::net::TcpStream::connect(("127.0.0.1", self.port))
+            .await
+            .map_err(|e| transport(&e))?;
+        let (mut tx, conn) =
+            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+                .await
+                .map_err(|e| transport(&e))?;
+        tokio::spawn(conn);
+        let mut req = hyper::Request::builder()
+            .method(call.method.clone())
+            .uri(&call.path)
+            .header("host", "venued")
+            .header("authorization", format!("Bearer {}", self.bearer));
+        if let Some(k) = key {
+            req = req.header("idempotency-key", k);
+        }
+        let body = match &call.body {
+            Some(b) => {
+                req = req.header("content-type", "application/json");
+                b.to_string()
+            }
+            None => String::new(),
+        };
+        let resp = tx
+            .send_request(
+                req.body(http_body_util::Full::new(hyper::body::Bytes::from(body)))
+                    .map_err(|e| transport(&e))?,
+            )
+            .await
+            .map_err(|e| transport(&e))?;
+        let status = resp.status();
+        let bytes = http_body_util::BodyExt::collect(resp.into_body())
+            .await
+            .map_err(|e| transport(&e))?
+            .to_bytes();
+        let v: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+        if status.is_success() {
+            Ok(v)
+        } else {
+            Err(ClientError::Api {
+                status,
+                code: v["code"].as_str().unwrap_or("http_error").to_owned(),
+                detail: v["detail"].as_str().unwrap_or("").to_owned(),
+            })
+        }
+    }
 }
 
 #[derive(Debug, Default)]
@@ -50,16 +119,8 @@ enum Outcome {
     Unknown,
 }
 
-async fn send(client: &Client, call: &Call, key: &str) -> (Outcome, Option<Value>) {
-    match client
-        .call::<Value>(
-            call.method.clone(),
-            &call.path,
-            call.body.as_ref(),
-            Some(key),
-        )
-        .await
-    {
+async fn send(via: &Via, call: &Call, key: &str) -> (Outcome, Option<Value>) {
+    match via.call(call, Some(key)).await {
         Ok(v) => {
             let n = v["events"].as_array().map_or(0, Vec::len);
             (Outcome::Acked(n), Some(v))
@@ -77,7 +138,8 @@ async fn send(client: &Client, call: &Call, key: &str) -> (Outcome, Option<Value
 
 /// One station's customer-and-staff loop until the daemon dies under it.
 async fn worker(
-    client: Client,
+    via: Via,
+    http: bool,
     station: String,
     iteration: usize,
     seed: u64,
@@ -92,6 +154,7 @@ async fn worker(
                 method: Method::POST,
                 path: "/api/v1/sessions".into(),
                 body: Some(json!({ "station": station, "duration": "30m" })),
+                http,
             },
             Some(id) => {
                 let (verb, body) = match rng.below(10) {
@@ -104,10 +167,11 @@ async fn worker(
                     method: Method::POST,
                     path: format!("/api/v1/sessions/{id}/{verb}"),
                     body,
+                    http,
                 }
             }
         };
-        let (outcome, reply) = send(&client, &call, &key).await;
+        let (outcome, reply) = send(&via, &call, &key).await;
         let stop = matches!(outcome, Outcome::Unknown);
         match (&outcome, reply) {
             (Outcome::Acked(_), Some(v)) => {
@@ -116,15 +180,13 @@ async fn worker(
             }
             (Outcome::Refused, _) => {
                 // Out of step (a paused session asked to pause): look, then carry on.
-                session = match client
-                    .call::<Value>(
-                        Method::GET,
-                        &format!("/api/v1/stations/{station}"),
-                        None,
-                        None,
-                    )
-                    .await
-                {
+                let look = Call {
+                    method: Method::GET,
+                    path: format!("/api/v1/stations/{station}"),
+                    body: None,
+                    http,
+                };
+                session = match via.call(&look, None).await {
                     Ok(v) => v["session"]["id"].as_u64(),
                     Err(_) => {
                         log.push((key, call, outcome));
@@ -160,9 +222,35 @@ async fn sigkill_at_random_points_never_loses_or_duplicates_an_acknowledged_comm
     let config = client_config(dir.path());
     let stations: Vec<String> = (0..WORKERS).map(|i| format!("pc-{i}")).collect();
 
-    let daemon = Daemon::start(dir.path());
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let listen = format!("127.0.0.1:{port}");
+    let daemon = Daemon::start_with_http(dir.path(), &listen);
     let client = Client::connect(&config).await.unwrap();
     assert!(!client.is_direct());
+    // Half the workers go through the network API as a manager with a bearer token.
+    let _: Value = client
+        .call(
+            Method::POST,
+            "/api/v1/users",
+            Some(&json!({ "name": "crash", "role": "manager", "password": "crash test pw" })),
+            None,
+        )
+        .await
+        .unwrap();
+    let token: Value = client
+        .call(
+            Method::POST,
+            "/api/v1/tokens",
+            Some(&json!({ "name": "crash", "user": "crash" })),
+            None,
+        )
+        .await
+        .unwrap();
+    let bearer = token["token"].as_str().unwrap().to_owned();
     for s in &stations {
         let _: Value = client
             .call(
@@ -179,15 +267,20 @@ async fn sigkill_at_random_points_never_loses_or_duplicates_an_acknowledged_comm
     let mut ledger = Ledger::default();
     let mut kills = 0;
     for iteration in 0..=ITERATIONS {
-        let daemon = Daemon::start(dir.path());
+        let daemon = Daemon::start_with_http(dir.path(), &listen);
         let client = Client::connect(&config).await.unwrap();
         assert!(
             !client.is_direct(),
             "must talk to the daemon, not the store"
         );
-        // Settle what the last kill cut off: same key, same request.
+        let via = Via {
+            socket: std::sync::Arc::new(client),
+            port,
+            bearer: bearer.clone(),
+        };
+        // Settle what the last kill cut off: same key, same request, same transport.
         for (key, call) in std::mem::take(&mut ledger.in_flight) {
-            match send(&client, &call, &key).await.0 {
+            match send(&via, &call, &key).await.0 {
                 Outcome::Acked(n) => {
                     ledger.acknowledged += 1;
                     ledger.settled.insert(key, n);
@@ -208,13 +301,10 @@ async fn sigkill_at_random_points_never_loses_or_duplicates_an_acknowledged_comm
             .iter()
             .enumerate()
             .map(|(i, s)| {
-                let config = config.clone();
+                let via = via.clone();
                 let s = s.clone();
                 let seed = rng.next() ^ i as u64;
-                tokio::spawn(async move {
-                    let client = Client::connect(&config).await.unwrap();
-                    worker(client, s, iteration, seed).await
-                })
+                tokio::spawn(async move { worker(via, i % 2 == 0, s, iteration, seed).await })
             })
             .collect();
         tokio::time::sleep(Duration::from_millis(5 + rng.below(120))).await;
@@ -268,6 +358,20 @@ async fn sigkill_at_random_points_never_loses_or_duplicates_an_acknowledged_comm
     drop(store);
     let out = venued(dir.path(), &["audit", "verify"]);
     assert!(out.status.success(), "audit verify: {}", stderr(&out));
+    // Even-numbered stations' workers went over HTTP with a bearer token.
+    let over_http = ledger
+        .settled
+        .iter()
+        .filter(|(k, n)| **n > 0 && (k.contains("-pc-0-") || k.contains("-pc-2-")))
+        .count();
+    let over_socket = ledger.settled.values().filter(|n| **n > 0).count() - over_http;
+    assert!(
+        over_http > 0 && over_socket > 0,
+        "both transports must carry acknowledged commands"
+    );
+    eprintln!(
+        "crash test: {over_http} acknowledged over HTTP, {over_socket} over the control socket"
+    );
     eprintln!(
         "crash test: {kills} SIGKILLs, {} commands acknowledged and found exactly once, {} commands checked in all, {} events",
         ledger.acknowledged,
