@@ -34,6 +34,29 @@ use tokio::net::UnixListener;
 /// Largest request body accepted; commands are small.
 pub const MAX_BODY: usize = 64 * 1024;
 
+/// Longest any request may take, body upload included; the live stream is exempt.
+pub const REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Answer `503 timeout` when a request runs past [`REQUEST_TIMEOUT`].
+async fn time_limit(
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    if req.uri().path() == "/api/v1/stream" {
+        return next.run(req).await;
+    }
+    match tokio::time::timeout(REQUEST_TIMEOUT, next.run(req)).await {
+        Ok(resp) => resp,
+        Err(_) => ApiError::new(
+            axum::http::StatusCode::SERVICE_UNAVAILABLE,
+            "timeout",
+            "the request took too long and was abandoned",
+        )
+        .into_response(),
+    }
+}
+
 #[derive(Clone, Debug)]
 pub struct AppState {
     pub engine: Engine,
@@ -49,6 +72,7 @@ pub fn router(engine: Engine) -> Router {
         .merge(stream::routes())
         .merge(metrics::routes())
         .layer(DefaultBodyLimit::max(MAX_BODY))
+        .layer(axum::middleware::from_fn(time_limit))
         .layer(metrics::layer())
         .with_state(AppState {
             engine,
@@ -73,6 +97,7 @@ pub fn network_router(engine: Engine, auth: auth::Auth, https: bool) -> Router {
         .merge(auth::login_routes())
         .merge(api::ops_routes())
         .layer(DefaultBodyLimit::max(MAX_BODY))
+        .layer(axum::middleware::from_fn(time_limit))
         .layer(metrics::layer())
         .layer(axum::middleware::from_fn(move |req, next| {
             auth::security_headers(https, req, next)

@@ -564,3 +564,40 @@ async fn the_api_answers_bad_requests_with_problem_json_and_changes_nothing() {
     assert_eq!(fingerprint(&engine), before);
     engine.shutdown().await;
 }
+
+/// A body that never arrives (a slow or stalled client).
+struct Stalled;
+
+impl futures_core::Stream for Stalled {
+    type Item = Result<hyper::body::Bytes, std::io::Error>;
+    fn poll_next(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        std::task::Poll::Pending
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_request_that_never_finishes_is_abandoned_with_a_timeout() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = trusted_clock();
+    let engine = start_engine(dir.path(), &clock, EngineConfig::default());
+    let app = venued::http::router(engine.clone());
+    let before = fingerprint(&engine);
+    let mut req = Request::builder()
+        .method("POST")
+        .uri("/api/v1/stations")
+        .header("content-type", "application/json")
+        .body(Body::from_stream(Stalled))
+        .unwrap();
+    req.extensions_mut()
+        .insert(Caller(Actor::Local { uid: None }));
+    let resp = app.oneshot(req).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let body: Value =
+        serde_json::from_slice(&resp.into_body().collect().await.unwrap().to_bytes()).unwrap();
+    assert_eq!(body["code"], "timeout");
+    assert_eq!(fingerprint(&engine), before);
+    engine.shutdown().await;
+}
