@@ -201,7 +201,7 @@ fn print_banner(config: &Config, socket: &std::path::Path, urls: &[String], setu
     println!("  data directory : {}", config.data.dir.display());
     println!("  control socket : {}", socket.display());
     for url in urls {
-        println!("  http           : {url}/healthz");
+        println!("  api            : {url}/api/v1  (probe: {url}/healthz)");
     }
     let Some(token) = setup else { return };
     println!();

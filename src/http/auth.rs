@@ -39,8 +39,6 @@ pub struct AuthConfig {
     pub max_failures: u32,
     /// How long the failures are remembered and the lockout lasts.
     pub lockout: Duration,
-    /// Mark cookies `Secure` and send HSTS (HTTPS listeners).
-    pub https: bool,
 }
 
 impl Default for AuthConfig {
@@ -49,7 +47,6 @@ impl Default for AuthConfig {
             idle_timeout: Duration::from_secs(30 * 60),
             max_failures: 5,
             lockout: Duration::from_secs(15 * 60),
-            https: false,
         }
     }
 }
@@ -332,14 +329,14 @@ fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
 
 // ---- login ----
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct Login {
+pub(super) struct Login {
     name: String,
     password: String,
 }
 
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct LoginAnswer {
     pub name: String,
     pub role: Role,
@@ -435,11 +432,7 @@ async fn login(
         },
     );
     drop(sessions);
-    let secure = if state.auth.inner.config.https {
-        "; Secure"
-    } else {
-        ""
-    };
+    let secure = if state.https { "; Secure" } else { "" };
     let set_cookie =
         format!("{SESSION_COOKIE}={cookie_value}; HttpOnly; SameSite=Strict; Path=/{secure}");
     let mut resp = Json(LoginAnswer {
@@ -468,11 +461,16 @@ async fn logout(State(state): State<AppState>, headers: HeaderMap) -> Response {
 
 // ---- first-run setup ----
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct Setup {
+pub(super) struct Setup {
+    /// The one-time setup token, printed at first start and kept in the data directory.
     token: String,
+    /// The owner's account name.
+    #[schemars(pattern(r"^[A-Za-z0-9._@-]{1,64}$"))]
     name: String,
+    /// 10-1024 characters.
+    #[schemars(length(min = 10, max = 1024))]
     password: String,
 }
 
@@ -564,9 +562,9 @@ fn write_private(path: &std::path::Path, contents: &str) -> std::io::Result<()> 
 
 // ---- tokens ----
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct NewToken {
+pub(super) struct NewToken {
     name: String,
     /// Defaults to the owner's role; never more.
     #[serde(default)]
@@ -579,7 +577,7 @@ struct NewToken {
     user: Option<String>,
 }
 
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct TokenView {
     pub id: String,
     pub name: String,
@@ -589,7 +587,7 @@ pub struct TokenView {
     pub revoked: bool,
 }
 
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct CreatedToken {
     #[serde(flatten)]
     pub view: TokenView,

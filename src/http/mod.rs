@@ -61,6 +61,8 @@ async fn time_limit(
 pub struct AppState {
     pub engine: Engine,
     pub auth: auth::Auth,
+    /// Served over HTTPS: login cookies are `Secure`.
+    pub https: bool,
 }
 
 /// The whole API, without transport concerns: callers insert a [`Caller`] extension.
@@ -77,6 +79,7 @@ pub fn router(engine: Engine) -> Router {
         .with_state(AppState {
             engine,
             auth: auth::Auth::default(),
+            https: false,
         })
 }
 
@@ -88,7 +91,11 @@ pub fn network_router(engine: Engine, auth: auth::Auth, https: bool) -> Router {
         .merge(auth::logout_routes())
         .merge(stream::routes())
         .merge(metrics::routes());
-    let state = AppState { engine, auth };
+    let state = AppState {
+        engine,
+        auth,
+        https,
+    };
     protected
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
@@ -150,6 +157,7 @@ pub fn redirect_router(engine: Engine, https_port: u16) -> Router {
         .with_state(AppState {
             engine,
             auth: auth::Auth::default(),
+            https: false,
         })
         .fallback(redirect)
 }
