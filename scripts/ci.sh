@@ -17,13 +17,20 @@
 #   doctest   cargo test --doc --locked                   (only if src/lib.rs exists;
 #                                                          nextest does not run doc tests)
 #   deny      cargo deny --all-features check bans licenses sources
+#   fuzz      ./scripts/fuzz-api.sh: schemathesis fuzzes the running server from its own
+#             OpenAPI document and fails on any 5xx (bounded: 25 cases per operation and
+#             phase, at most 2 minutes; about 25 s, plus about 30 s the first time to
+#             install schemathesis from PyPI into target/fuzz-venv)
 #
 # Environment:
 #   CI=true          use the `ci` nextest profile (.config/nextest.toml) and CARGO_TERM_COLOR=never.
+#   VENUED_FUZZ=0    skip the fuzz step (it needs PyPI once, to install schemathesis).
+#   VENUED_FUZZ=1    a deeper fuzz step: 100 cases per operation and phase, up to 10 minutes
+#                    (about 70 s).
 #   VENUED_SLOW=1    also run the slow tests, which are marked #[ignore]:
 #                        cargo nextest run --locked --run-ignored ignored-only
-#   VENUED_BENCH=1   also run the engine benchmark:
-#                        cargo bench --bench engine
+#   VENUED_BENCH=1   also run the benchmarks (the engine, and the API on the real binary):
+#                        cargo bench --bench engine --bench api
 #
 # At the end a summary table gives the status and duration (seconds) of every step.
 # Exit status: 0 if every step passed, otherwise the exit status of the failing step.
@@ -216,6 +223,13 @@ fi
 # network access: cargo deny check advisories
 run_step deny cargo deny --all-features check bans licenses sources
 
+# The API under an OpenAPI-driven fuzzer: no request may get a 5xx (issue 4).
+case ${VENUED_FUZZ:-} in
+    0) skip_step fuzz "VENUED_FUZZ=0" ;;
+    1) run_step fuzz env FUZZ_MAX_EXAMPLES=100 FUZZ_TIMEOUT=600 ./scripts/fuzz-api.sh ;;
+    *) run_step fuzz env FUZZ_MAX_EXAMPLES=25 FUZZ_TIMEOUT=120 ./scripts/fuzz-api.sh ;;
+esac
+
 if [[ ${VENUED_SLOW:-0} == 1 ]]; then
     # --no-tests=warn: a tree with no #[ignore]d tests yet is not a failure.
     run_step slow cargo nextest run --locked --no-fail-fast "${nextest_profile[@]}" \
@@ -225,7 +239,7 @@ else
 fi
 
 if [[ ${VENUED_BENCH:-0} == 1 ]]; then
-    run_step bench cargo bench --locked --bench engine
+    run_step bench cargo bench --locked --bench engine --bench api
 else
-    skip_step bench "set VENUED_BENCH=1 to run the engine benchmark"
+    skip_step bench "set VENUED_BENCH=1 to run the benchmarks"
 fi

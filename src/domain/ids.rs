@@ -8,8 +8,10 @@ use std::str::FromStr;
 /// The longest station id accepted; long enough for `arena-b-row3-seat12`.
 pub const MAX_STATION_ID_LEN: usize = 32;
 
-#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+/// 1-32 lowercase letters, digits, `-` and `_`, starting with a letter or digit.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, schemars::JsonSchema)]
 #[serde(transparent)]
+#[schemars(extend("pattern" = "^[a-z0-9][a-z0-9_-]{0,31}$", "examples" = ["pc-01"]))]
 pub struct StationId(String);
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -72,7 +74,19 @@ impl<'de> Deserialize<'de> for StationId {
 }
 
 /// Sessions are numbered by the controller, gaplessly, so staff can read them out loud.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    Serialize,
+    Deserialize,
+    schemars::JsonSchema,
+)]
 #[serde(transparent)]
 pub struct SessionId(pub u64);
 

@@ -51,7 +51,7 @@ impl Default for SessionPolicy {
     }
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum EndReason {
     /// Staff (or the customer through staff) ended it.
@@ -60,7 +60,7 @@ pub enum EndReason {
     Expired,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(tag = "phase", rename_all = "snake_case")]
 pub enum Phase {
     Running {
@@ -80,31 +80,35 @@ pub enum Phase {
     },
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Session {
     pub id: SessionId,
     pub station: StationId,
     pub started_at: Timestamp,
     /// Time bought so far; `None` for an open-ended (postpaid) session.
     #[serde(with = "serde_dur::opt", default)]
+    #[schemars(with = "Option<SignedDuration>")]
     pub purchased: Option<SignedDuration>,
     /// Time played before the current running stretch.
     #[serde(with = "serde_dur::req")]
+    #[schemars(with = "SignedDuration")]
     pub used_before: SignedDuration,
     /// The shortest warning lead already given for the current deadline.
     #[serde(with = "serde_dur::opt", default)]
+    #[schemars(with = "Option<SignedDuration>")]
     pub warned: Option<SignedDuration>,
     #[serde(flatten)]
     pub phase: Phase,
 }
 
 /// What happened to a session; carried by every session event next to the new state.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum SessionChange {
     Started,
     Extended {
         #[serde(with = "serde_dur::req")]
+        #[schemars(with = "SignedDuration")]
         by: SignedDuration,
     },
     Paused,
@@ -118,6 +122,7 @@ pub enum SessionChange {
     },
     Warned {
         #[serde(with = "serde_dur::req")]
+        #[schemars(with = "SignedDuration")]
         lead: SignedDuration,
     },
     Expired,
@@ -127,6 +132,7 @@ pub enum SessionChange {
     /// remaining time is unchanged (audited correction, never silent).
     Shifted {
         #[serde(with = "serde_dur::req")]
+        #[schemars(with = "SignedDuration")]
         offset: SignedDuration,
     },
 }

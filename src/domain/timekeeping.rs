@@ -11,7 +11,9 @@ use jiff::{SignedDuration, Timestamp};
 use serde::{Deserialize, Serialize};
 
 /// What happens to running sessions for the time the controller was down.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "kebab-case")]
 pub enum OutagePolicy {
     /// Customers keep the time they had when the power went.
@@ -22,7 +24,7 @@ pub enum OutagePolicy {
 }
 
 /// Who vouched for the current time.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum TrustSource {
     /// The kernel reports the clock synchronised (NTP, chrony, systemd-timesyncd).
@@ -91,17 +93,27 @@ pub fn on_boot(
     }
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Correction {
     /// True time minus venue time.
     #[serde(with = "serde_dur::req")]
+    #[schemars(with = "SignedDuration")]
     pub offset: SignedDuration,
     /// How far running sessions move.
     #[serde(with = "serde_dur::req")]
+    #[schemars(with = "SignedDuration")]
     pub shift: SignedDuration,
     /// The part of the offset counted as played (policy `consume` after an outage).
     #[serde(with = "serde_dur::req")]
+    #[schemars(with = "SignedDuration")]
     pub consumed: SignedDuration,
+}
+
+/// Whether a time a person confirms could be now: this software did not exist before 2024,
+/// and a typo of a century must not shift every session by it.
+pub fn plausible(t: Timestamp) -> bool {
+    // 2024-01-01T00:00:00Z and 2200-01-01T00:00:00Z as Unix seconds.
+    (1_704_067_200..7_258_118_400).contains(&t.as_second())
 }
 
 /// A trusted source says the time is `real` while the venue clock says `venue_now`.

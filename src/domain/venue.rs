@@ -17,7 +17,7 @@ use std::collections::BTreeMap;
 
 /// What happened. Session events carry the session as it is afterwards, so each event is
 /// readable on its own in the audit log.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum EventKind {
     StationAdded {
@@ -48,8 +48,10 @@ pub enum EventKind {
             default,
             skip_serializing_if = "Option::is_none"
         )]
+        #[schemars(with = "Option<SignedDuration>")]
         downtime: Option<SignedDuration>,
         #[serde(with = "serde_dur::req")]
+        #[schemars(with = "SignedDuration")]
         shift: SignedDuration,
     },
     /// A trusted source corrected the venue clock.
@@ -86,6 +88,7 @@ pub enum EventKind {
         wall: Timestamp,
         venue_now: Timestamp,
         #[serde(with = "serde_dur::req")]
+        #[schemars(with = "SignedDuration")]
         offset: SignedDuration,
     },
 }

@@ -78,7 +78,7 @@ impl Request {
 }
 
 /// The answer to a committed request: the events it caused, as stored.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Reply {
     pub events: Vec<Event>,
     /// True when this is the remembered answer to an earlier request with the same key.

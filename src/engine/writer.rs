@@ -334,6 +334,15 @@ impl Writer {
             }
         }
         let kinds = match &req.command {
+            Command::ConfirmClock { now: real }
+                if !crate::domain::timekeeping::plausible(*real) =>
+            {
+                return Ok(Err(DomainError::InvalidField {
+                    field: "now",
+                    reason: "is not a plausible time for this box (before 2024 or after 2200)",
+                }
+                .into()));
+            }
             Command::ConfirmClock { now: real } => staged.vclock.correct(
                 &staged.state,
                 now,

@@ -48,15 +48,19 @@ pub fn ops_routes() -> Router<AppState> {
 // ---- views ----
 
 /// A session as clients see it: the stored state plus what it means now.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, schemars::JsonSchema)]
 pub struct SessionView {
     #[serde(flatten)]
     pub session: Session,
     /// Absolute deadline while running; clients count down to it, never from a length.
     pub ends_at: Option<Timestamp>,
+    /// Time left to play (fixed sessions; `0s` once ended); `null` when open-ended.
     #[serde(with = "serde_dur::opt")]
+    #[schemars(with = "Option<SignedDuration>")]
     pub remaining: Option<SignedDuration>,
+    /// Time played so far; paused and grace time are not counted.
     #[serde(with = "serde_dur::req")]
+    #[schemars(with = "SignedDuration")]
     pub used: SignedDuration,
     pub server_time: Timestamp,
 }
@@ -73,7 +77,7 @@ impl SessionView {
     }
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, schemars::JsonSchema)]
 pub struct StationView {
     #[serde(flatten)]
     pub station: Station,
@@ -81,7 +85,8 @@ pub struct StationView {
 }
 
 /// The result of a command: what it produced and the events it wrote.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, schemars::JsonSchema)]
+#[schemars(rename = "{T}Result")]
 pub struct CommandResult<T> {
     #[serde(flatten)]
     pub result: T,
@@ -204,13 +209,17 @@ async fn get_station(
     Ok(Json(station_view(&state, station)))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct AddStation {
+pub(super) struct AddStation {
     id: StationId,
+    /// Display name, 1-64 characters.
+    #[schemars(length(min = 1, max = 64))]
     name: String,
     kind: StationKind,
+    /// The zone (room, area) the station is in, 1-64 characters.
     #[serde(default)]
+    #[schemars(length(min = 1, max = 64))]
     zone: Option<String>,
 }
 
@@ -270,11 +279,12 @@ async fn remove_station(
 
 // ---- sessions ----
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct ListSessions {
+pub(super) struct ListSessions {
     /// `station=pc-01`: only that station's session.
     #[serde(default)]
+    #[schemars(with = "Option<StationId>")]
     station: Option<String>,
 }
 
@@ -313,13 +323,14 @@ async fn get_session(
         })
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct StartSession {
+pub(super) struct StartSession {
     station: StationId,
     /// e.g. "30m", "1h 30m"; omit with `open: true` for an open-ended session.
     #[serde(default)]
     duration: Option<SignedDuration>,
+    /// `true` for an open-ended (postpaid) session, without `duration`.
     #[serde(default)]
     open: bool,
 }
@@ -364,9 +375,10 @@ async fn start_session(
     Ok((created, session_result(reply, state.engine.now())?))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct Extend {
+pub(super) struct Extend {
+    /// Time to add, e.g. "15m".
     by: SignedDuration,
 }
 
@@ -408,9 +420,10 @@ async fn resume_session(
     .await
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct Transfer {
+pub(super) struct Transfer {
+    /// A free station to move the session to.
     to: StationId,
 }
 
@@ -430,10 +443,12 @@ async fn transfer_session(
     .await
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct Stop {
+pub(super) struct Stop {
+    /// Why it was stopped, recorded in the event (at most 500 characters).
     #[serde(default)]
+    #[schemars(length(max = 500))]
     reason: Option<String>,
 }
 
@@ -442,8 +457,19 @@ async fn stop_session(
     caller: Caller,
     key: IdempotencyKey,
     Path(id): Path<String>,
-    body: axum::body::Bytes,
+    body: Result<axum::body::Bytes, axum::extract::rejection::BytesRejection>,
 ) -> Result<Json<CommandResult<SessionView>>, ApiError> {
+    let body = body.map_err(|r| {
+        ApiError::new(
+            r.status(),
+            if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                "body_too_large"
+            } else {
+                "invalid_body"
+            },
+            r.body_text(),
+        )
+    })?;
     // The body is optional: a bare POST stops without a reason.
     let reason = if body.iter().all(u8::is_ascii_whitespace) {
         None
@@ -466,21 +492,26 @@ async fn stop_session(
 
 // ---- events and audit ----
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct EventsQuery {
+pub(super) struct EventsQuery {
+    /// Only events with a greater `seq`; pass the previous page's `next`.
     #[serde(default)]
     after: u64,
+    /// Page size, 1-1000 (default 100).
     #[serde(default)]
+    #[schemars(range(min = 1, max = 1000))]
     limit: Option<usize>,
     /// Only events of this type (`session`, `station_added`, `login_failed`, ...).
     #[serde(default, rename = "type")]
     kind: Option<String>,
     /// Only events about this station.
     #[serde(default)]
+    #[schemars(with = "Option<StationId>")]
     station: Option<String>,
     /// Only events about this session (`12` or `S-12`).
     #[serde(default)]
+    #[schemars(pattern(r"^([Ss]-)?[0-9]{1,19}$"))]
     session: Option<String>,
 }
 
@@ -516,7 +547,7 @@ fn event_matches(
     type_ok && station_ok && session_ok
 }
 
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct EventPage {
     pub events: Vec<Event>,
     /// Pass as `after` to get the next page.
@@ -557,7 +588,7 @@ async fn verify(State(state): State<AppState>) -> Result<Json<VerifyReport>, Api
 
 // ---- clock ----
 
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct ClockView {
     /// The time sessions are counted in.
     pub venue_time: Timestamp,
@@ -572,9 +603,9 @@ async fn clock_status(State(state): State<AppState>) -> Json<ClockView> {
     })
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct Confirm {
+pub(super) struct Confirm {
     /// The true time, as read from a trusted watch or phone.
     now: Timestamp,
 }
@@ -592,15 +623,19 @@ async fn confirm_clock(
 
 // ---- users ----
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct AddUser {
+pub(super) struct AddUser {
+    /// 1-64 ASCII letters, digits, `.`, `_`, `-` and `@`.
+    #[schemars(pattern(r"^[A-Za-z0-9._@-]{1,64}$"))]
     name: String,
     role: Role,
+    /// 10-1024 characters; stored only as an argon2id hash.
+    #[schemars(length(min = 10, max = 1024))]
     password: String,
 }
 
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct UserView {
     pub name: String,
     pub role: Role,
@@ -622,7 +657,7 @@ async fn list_users(State(state): State<AppState>) -> Result<Json<Vec<UserView>>
     ))
 }
 
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct ZoneView {
     pub zone: String,
     pub stations: Vec<StationId>,
@@ -687,7 +722,7 @@ async fn add_user(
 
 // ---- ops ----
 
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Readiness {
     pub ready: bool,
     pub store: bool,

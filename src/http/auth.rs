@@ -200,6 +200,21 @@ pub async fn guard(
         .map(|m| m.as_str().to_owned())
         .unwrap_or_default();
     let Some(permission) = super::authz::required(req.method(), &route) else {
+        // A route that answers other methods: this one is not allowed (405, as on the
+        // socket), not forbidden. A route no permission covers stays refused.
+        let allowed = super::authz::methods(&route).join(", ");
+        if !allowed.is_empty() {
+            let mut resp = ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                format!("{route} answers {allowed}"),
+            )
+            .into_response();
+            if let Ok(v) = HeaderValue::from_str(&allowed) {
+                resp.headers_mut().insert(header::ALLOW, v);
+            }
+            return Ok(resp);
+        }
         return Err(ApiError::new(
             StatusCode::FORBIDDEN,
             "forbidden",

@@ -4,9 +4,27 @@
 use crate::domain::account::Permission;
 use axum::http::Method;
 
+/// Routes the network listeners serve without credentials, outside the guard (see
+/// `network_router`): login and first-run setup, the probes, and the OpenAPI document.
+/// The document is public on purpose: it holds no venue data, only the shape of the
+/// API (already in docs/api.md), and a client needs it before it can log in (where login
+/// is, which credentials the API takes). The OpenAPI document and its test read this list.
+pub const PUBLIC: &[(&str, &str)] = &[
+    ("POST", "/api/v1/auth/login"),
+    ("POST", "/api/v1/setup"),
+    ("GET", "/healthz"),
+    ("GET", "/readyz"),
+    ("GET", super::openapi::PATH),
+];
+
 pub fn required(method: &Method, route: &str) -> Option<Permission> {
     use Permission::*;
-    let m = method.as_str();
+    // HEAD is a GET without the body (axum answers it with the GET handler).
+    let m = if method == Method::HEAD {
+        "GET"
+    } else {
+        method.as_str()
+    };
     Some(match (m, route) {
         (
             "GET",
@@ -14,7 +32,8 @@ pub fn required(method: &Method, route: &str) -> Option<Permission> {
             | "/api/v1/stations/{id}"
             | "/api/v1/sessions"
             | "/api/v1/sessions/{id}"
-            | "/api/v1/clock",
+            | "/api/v1/clock"
+            | "/api/v1/zones",
         ) => ReadFloor,
         ("POST", "/api/v1/stations") | ("DELETE", "/api/v1/stations/{id}") => ManageStations,
         (
@@ -35,4 +54,12 @@ pub fn required(method: &Method, route: &str) -> Option<Permission> {
         ("GET", "/metrics") => ReadMetrics,
         _ => return None,
     })
+}
+
+/// The methods `route` is authorised for (for `Allow` when another one is used).
+pub fn methods(route: &str) -> Vec<&'static str> {
+    ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"]
+        .into_iter()
+        .filter(|m| Method::from_bytes(m.as_bytes()).is_ok_and(|m| required(&m, route).is_some()))
+        .collect()
 }

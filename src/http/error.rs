@@ -9,13 +9,19 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+/// An error (RFC 9457 problem details). Clients match on `code`, never on `detail`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, schemars::JsonSchema)]
 pub struct Problem {
+    /// `https://venued.invalid/problems/<code>`.
     #[serde(rename = "type")]
     pub kind: String,
+    /// The HTTP reason phrase of `status`.
     pub title: String,
+    /// The HTTP status code, as in the response.
     pub status: u16,
+    /// What went wrong, for people.
     pub detail: String,
+    /// A stable, machine-readable code, e.g. `station_busy`.
     pub code: String,
 }
 

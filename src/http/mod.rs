@@ -8,6 +8,7 @@ mod authz;
 pub mod ca_page;
 pub mod metrics;
 pub mod metrics_hook;
+pub mod openapi;
 pub mod stream;
 
 /// Response types of the API, for clients (the CLI, tests).
@@ -73,6 +74,7 @@ pub fn router(engine: Engine) -> Router {
         .merge(api::ops_routes())
         .merge(stream::routes())
         .merge(metrics::routes())
+        .merge(openapi::routes())
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .layer(axum::middleware::from_fn(time_limit))
         .layer(metrics::layer())
@@ -84,7 +86,8 @@ pub fn router(engine: Engine) -> Router {
 }
 
 /// The API for the network: every route authenticated and authorised by role, except
-/// login and the probes; security headers on every answer.
+/// login, the probes and the OpenAPI document (`authz::PUBLIC`); security headers on
+/// every answer.
 pub fn network_router(engine: Engine, auth: auth::Auth, https: bool) -> Router {
     let protected = api::routes()
         .merge(auth::token_routes())
@@ -103,6 +106,7 @@ pub fn network_router(engine: Engine, auth: auth::Auth, https: bool) -> Router {
         ))
         .merge(auth::login_routes())
         .merge(api::ops_routes())
+        .merge(openapi::routes())
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .layer(axum::middleware::from_fn(time_limit))
         .layer(metrics::layer())

@@ -75,11 +75,13 @@ pub async fn closing(shutdown: impl Future<Output = ()>) {
 
 static CLOSING: LazyLock<watch::Sender<u64>> = LazyLock::new(|| watch::channel(0).0);
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct StreamQuery {
-    /// For clients that cannot set headers: resume after this seq.
+pub(super) struct StreamQuery {
+    /// For clients that cannot set headers: resume after this seq (`Last-Event-ID` wins
+    /// when both are sent).
     #[serde(default)]
+    #[schemars(pattern(r"^[0-9]{1,20}$"))]
     after: Option<String>,
 }
 

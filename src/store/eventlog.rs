@@ -18,7 +18,7 @@ pub type Hash = [u8; 32];
 const ZERO: Hash = [0; 32];
 
 /// What an event says, hashed as stored.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct EventBody {
     pub at: Timestamp,
     pub actor: Actor,
@@ -30,11 +30,12 @@ pub struct EventBody {
 }
 
 /// An event as read back: the body plus its place in the chain.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Event {
     pub seq: u64,
     #[serde(flatten)]
     pub body: EventBody,
+    /// This event's link in the hash chain (hex SHA-256).
     pub hash: String,
 }
 
@@ -195,7 +196,7 @@ impl ChainHead {
     }
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct VerifyReport {
     pub events: u64,
     pub seals: u64,
@@ -206,7 +207,7 @@ pub struct VerifyReport {
     pub broken: Option<BrokenLink>,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct BrokenLink {
     /// The event (or, with `seal`, the seal index) where the chain breaks.
     pub seq: u64,

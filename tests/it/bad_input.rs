@@ -482,6 +482,22 @@ async fn the_api_answers_bad_requests_with_problem_json_and_changes_nothing() {
             "session_not_found",
         ),
         (
+            "POST",
+            "/api/v1/sessions/7/stop",
+            Body::from(vec![b' '; venued::http::MAX_BODY + 1]),
+            vec![JSON],
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body_too_large",
+        ),
+        (
+            "POST",
+            "/api/v1/clock/confirm",
+            Body::from(json!({"now": "0904-01-01T00:00:00Z"}).to_string()),
+            vec![JSON],
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_field",
+        ),
+        (
             "GET",
             "/api/v1/stations/NOPE",
             Body::empty(),
