@@ -833,3 +833,62 @@ async fn events_filter_by_type_station_and_session_and_page_on() {
     );
     engine.shutdown().await;
 }
+
+#[tokio::test]
+async fn an_idle_login_expires_and_an_active_one_does_not() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = trusted_clock();
+    let engine = start_engine(dir.path(), &clock, EngineConfig::default());
+    add_user(&engine, "ana", Role::Staff, "correct horse battery").await;
+    let idle = std::time::Duration::from_millis(400);
+    let auth = Auth::new(AuthConfig {
+        idle_timeout: idle,
+        ..AuthConfig::default()
+    });
+    let app = venued::http::network_router(engine.clone(), auth, false);
+    let login = call(
+        &app,
+        "POST",
+        "/api/v1/auth/login",
+        Some(json!({"name": "ana", "password": "correct horse battery"})),
+        &[],
+    )
+    .await;
+    let cookie = login.headers["set-cookie"]
+        .to_str()
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_owned();
+    // Used every 250 ms: stays logged in well past the idle limit.
+    for _ in 0..4 {
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+        assert_eq!(
+            call(
+                &app,
+                "GET",
+                "/api/v1/stations",
+                None,
+                &[("cookie", &cookie)]
+            )
+            .await
+            .status,
+            StatusCode::OK
+        );
+    }
+    tokio::time::sleep(idle + std::time::Duration::from_millis(200)).await;
+    let a = call(
+        &app,
+        "GET",
+        "/api/v1/stations",
+        None,
+        &[("cookie", &cookie)],
+    )
+    .await;
+    assert_eq!(
+        (a.status, a.body["code"].as_str()),
+        (StatusCode::UNAUTHORIZED, Some("session_expired"))
+    );
+    engine.shutdown().await;
+}
