@@ -132,7 +132,8 @@ impl EngineError {
 /// What readers see: the state as of the last commit.
 #[derive(Clone, Debug)]
 pub struct Snapshot {
-    pub state: VenueState,
+    /// Shared with the writer, never copied to publish.
+    pub state: Arc<VenueState>,
     pub clock: ClockStatus,
     anchor: (Timestamp, Duration),
 }

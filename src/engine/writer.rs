@@ -45,7 +45,8 @@ pub(super) struct Writer {
     store: Option<Store>,
     /// Why the store is down, for the answers given meanwhile.
     down_error: Option<EngineError>,
-    state: VenueState,
+    /// Shared with the published snapshot: adopting a batch copies nothing.
+    state: Arc<VenueState>,
     head: ChainHead,
     vclock: VenueClock,
     deadlines: BinaryHeap<Reverse<(Timestamp, SessionId)>>,
@@ -89,7 +90,7 @@ impl Writer {
             config.jump_threshold,
         );
         let (snapshot_tx, _) = watch::channel(Arc::new(Snapshot {
-            state: loaded.state.clone(),
+            state: Arc::new(loaded.state.clone()),
             clock: vclock.status.clone(),
             anchor: vclock.anchor(),
         }));
@@ -105,7 +106,7 @@ impl Writer {
             stats,
             store: Some(store.clone()),
             down_error: None,
-            state: loaded.state,
+            state: Arc::new(loaded.state),
             head: loaded.head,
             vclock,
             deadlines: BinaryHeap::new(),
@@ -187,7 +188,7 @@ impl Writer {
 
     fn stage(&self) -> Staged {
         Staged {
-            state: self.state.clone(),
+            state: (*self.state).clone(),
             head: self.head.clone(),
             vclock: self.vclock.clone(),
             events: Vec::new(),
@@ -215,28 +216,31 @@ impl Writer {
         // state that a reload is about to replace would overwrite it on adoption.
         let store = self.available_store();
         let mono = self.clock.monotonic();
-        let mut staged = self.stage();
-        staged.syncs = syncs;
-        let now_before = staged.vclock.now(mono);
+        let mut vclock = self.vclock.clone();
+        let now_before = vclock.now(mono);
         let timers_due = self
             .deadlines
             .peek()
             .is_some_and(|Reverse((t, _))| *t <= now_before);
         let checkpoint_due = force_checkpoint
             || mono.saturating_sub(self.last_checkpoint) >= self.config.checkpoint_interval;
-        let clock_events = staged.vclock.observe(
-            &staged.state,
+        let clock_events = vclock.observe(
+            &self.state,
             self.clock.wall(),
             mono,
             self.clock.wall_trust(),
         );
         if requests.is_empty() && clock_events.is_empty() && !timers_due && !checkpoint_due {
-            self.vclock = staged.vclock;
-            for tx in staged.syncs {
+            // Idle tick: nothing to stage, so the state is not copied.
+            self.vclock = vclock;
+            for tx in syncs {
                 let _ = tx.send(());
             }
             return;
         }
+        let mut staged = self.stage();
+        staged.vclock = vclock;
+        staged.syncs = syncs;
         let Some(store) = store else {
             let err = match &self.down_error {
                 Some(EngineError::Storage { message, disk_full }) => EngineError::Storage {
@@ -500,7 +504,7 @@ impl Writer {
 
     /// The commit succeeded: adopt the staged state, answer, publish.
     fn adopt(&mut self, staged: Staged, mono: Duration) {
-        self.state = staged.state;
+        self.state = Arc::new(staged.state);
         self.head = staged.head;
         self.vclock = staged.vclock;
         self.last_checkpoint = mono;
@@ -525,7 +529,7 @@ impl Writer {
 
     fn publish(&self) {
         self.snapshot_tx.send_replace(Arc::new(Snapshot {
-            state: self.state.clone(),
+            state: Arc::clone(&self.state),
             clock: self.vclock.status.clone(),
             anchor: self.vclock.anchor(),
         }));
@@ -583,7 +587,7 @@ impl Writer {
         let store = Store::open(&self.location, &self.store_options)?;
         // What is on disk is the truth: a failed commit may or may not have landed.
         let loaded = store.load()?;
-        self.state = loaded.state;
+        self.state = Arc::new(loaded.state);
         self.head = loaded.head;
         self.rebuild_deadlines();
         self.publish();

@@ -8,7 +8,7 @@ use crate::domain::time::serde_dur;
 use crate::domain::{
     Command, EventKind, Role, Session, SessionId, Station, StationId, StationKind,
 };
-use crate::engine::{ClockStatus, Reply, Request};
+use crate::engine::{ClockStatus, Reply, Request, Snapshot};
 use crate::store::{Event, VerifyReport};
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -94,9 +94,8 @@ pub struct CommandResult<T> {
     pub replayed: bool,
 }
 
-fn station_view(state: &AppState, station: &Station) -> StationView {
-    let snap = state.engine.snapshot();
-    let now = state.engine.now();
+/// A station with its session, both from the same snapshot and instant.
+fn station_view(snap: &Snapshot, now: Timestamp, station: &Station) -> StationView {
     StationView {
         station: station.clone(),
         session: snap
@@ -188,11 +187,12 @@ fn parse_station_id(raw: &str) -> Result<StationId, ApiError> {
 
 async fn list_stations(State(state): State<AppState>) -> Json<Vec<StationView>> {
     let snap = state.engine.snapshot();
+    let now = state.engine.now();
     Json(
         snap.state
             .stations
             .values()
-            .map(|s| station_view(&state, s))
+            .map(|s| station_view(&snap, now, s))
             .collect(),
     )
 }
@@ -206,7 +206,7 @@ async fn get_station(
     let station = snap.state.stations.get(&id).ok_or_else(|| {
         ApiError::not_found("station_not_found", format!("station {id} does not exist"))
     })?;
-    Ok(Json(station_view(&state, station)))
+    Ok(Json(station_view(&snap, state.engine.now(), station)))
 }
 
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
@@ -258,7 +258,7 @@ async fn add_station(
     Ok((
         StatusCode::CREATED,
         Json(CommandResult {
-            result: station_view(&state, &station),
+            result: station_view(&state.engine.snapshot(), state.engine.now(), &station),
             events: reply.events,
             replayed: reply.replayed,
         }),

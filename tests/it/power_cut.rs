@@ -577,7 +577,7 @@ fn check_log(engine: &Engine, ledger: &Ledger, all_records: bool, ctx: &str) -> 
         .load()
         .unwrap_or_else(|e| panic!("{ctx}: loading the state from the store failed: {e}"));
     assert_eq!(
-        engine.snapshot().state,
+        *engine.snapshot().state,
         on_disk.state,
         "{ctx}: the engine's in-memory state differs from the state in the store's tables"
     );
@@ -924,7 +924,7 @@ async fn io_errors_and_full_disk_are_refused_then_recovered() {
         ),
     ];
     for (fault, first_code, first_cause) in phases {
-        let before = engine.snapshot().state.clone();
+        let before = (*engine.snapshot().state).clone();
         let events_before = engine
             .store()
             .unwrap()
@@ -981,7 +981,7 @@ async fn io_errors_and_full_disk_are_refused_then_recovered() {
             refused.push((key, cmd));
         }
         assert_eq!(
-            engine.snapshot().state,
+            *engine.snapshot().state,
             before,
             "{fault:?}: the engine's state changed although every commit failed"
         );
@@ -1001,7 +1001,7 @@ async fn io_errors_and_full_disk_are_refused_then_recovered() {
             expected.apply(&e.body.kind);
         }
         assert_eq!(
-            engine.snapshot().state,
+            *engine.snapshot().state,
             expected,
             "{fault:?}: after recovery the state is not the pre-fault state plus the retried \
              command"
@@ -1039,7 +1039,7 @@ async fn io_errors_and_full_disk_are_refused_then_recovered() {
 
     // The power goes while the disk is full; the box boots on the still-full disk, then
     // on a disk with space again.
-    let before = engine.snapshot().state.clone();
+    let before = (*engine.snapshot().state).clone();
     disk.set_fault(Fault::DiskFull);
     let cmd = add_station_cmd("pc-cut");
     let answer = engine.execute(keyed(cmd.clone(), "full-then-cut")).await;
@@ -1059,7 +1059,7 @@ async fn io_errors_and_full_disk_are_refused_then_recovered() {
     disk.set_fault(Fault::Healthy);
     let engine = boot(&disk, &clock).expect("the engine boots once the disk has space again");
     assert_eq!(
-        engine.snapshot().state,
+        *engine.snapshot().state,
         before,
         "after a cut on a full disk the state is not what was committed before the fault"
     );
