@@ -264,34 +264,10 @@ impl Config {
             self.data.dir = PathBuf::from(dir);
         }
         if let Some(listen) = env("VENUED_HTTP_LISTEN") {
-            self.http.listen = listen
-                .split(',')
-                .map(str::trim)
-                .filter(|s| !s.is_empty())
-                .map(|s| {
-                    s.parse().map_err(|_| {
-                        err(
-                            "VENUED_HTTP_LISTEN",
-                            format!("{s:?} is not an address like 127.0.0.1:8080"),
-                        )
-                    })
-                })
-                .collect::<Result<_, _>>()?;
+            self.http.listen = parse_listen("VENUED_HTTP_LISTEN", &listen)?;
         }
         if let Some(listen) = env("VENUED_HTTPS_LISTEN") {
-            self.tls.https_listen = listen
-                .split(',')
-                .map(str::trim)
-                .filter(|s| !s.is_empty())
-                .map(|s| {
-                    s.parse().map_err(|_| {
-                        err(
-                            "VENUED_HTTPS_LISTEN",
-                            format!("{s:?} is not an address like 127.0.0.1:8443"),
-                        )
-                    })
-                })
-                .collect::<Result<_, _>>()?;
+            self.tls.https_listen = parse_listen("VENUED_HTTPS_LISTEN", &listen)?;
         }
         if let Some(level) = env("VENUED_LOG").filter(|l| !l.is_empty()) {
             self.log.level = level;
@@ -411,6 +387,23 @@ impl Config {
 }
 
 pub const SOCKET_FILE: &str = "venued.sock";
+
+/// A comma-separated address list from the environment; empty turns the listener off.
+fn parse_listen(var: &str, value: &str) -> Result<Vec<SocketAddr>, ConfigError> {
+    value
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(|s| {
+            s.parse().map_err(|_| ConfigError {
+                file: None,
+                line: None,
+                key: Some(var.to_owned()),
+                reason: format!("{s:?} is not an address like 127.0.0.1:8080"),
+            })
+        })
+        .collect()
+}
 
 fn line_of(text: &str, offset: usize) -> usize {
     text.get(..offset).map_or(0, |s| s.matches('\n').count()) + 1

@@ -683,21 +683,16 @@ async fn list_zones(State(state): State<AppState>) -> Json<Vec<ZoneView>> {
 pub const MIN_PASSWORD: usize = 10;
 pub const MAX_PASSWORD: usize = 1024;
 
-async fn add_user(
-    State(state): State<AppState>,
-    caller: Caller,
-    key: IdempotencyKey,
-    ApiJson(body): ApiJson<AddUser>,
-) -> Result<(StatusCode, Json<Reply>), ApiError> {
-    let len = body.password.chars().count();
+/// Check a new staff password's length and hash it (argon2id, off the async workers).
+pub(super) async fn hash_new_password(password: String) -> Result<String, ApiError> {
+    let len = password.chars().count();
     if !(MIN_PASSWORD..=MAX_PASSWORD).contains(&len) {
         return Err(ApiError::invalid(
             "weak_password",
             format!("password must be {MIN_PASSWORD} to {MAX_PASSWORD} characters"),
         ));
     }
-    let password = body.password;
-    let hash = tokio::task::spawn_blocking(move || crate::auth::hash_password(&password))
+    tokio::task::spawn_blocking(move || crate::auth::hash_password(&password))
         .await
         .map_err(|_| {
             ApiError::new(
@@ -706,7 +701,16 @@ async fn add_user(
                 "hash task failed",
             )
         })?
-        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e))?;
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e))
+}
+
+async fn add_user(
+    State(state): State<AppState>,
+    caller: Caller,
+    key: IdempotencyKey,
+    ApiJson(body): ApiJson<AddUser>,
+) -> Result<(StatusCode, Json<Reply>), ApiError> {
+    let hash = hash_new_password(body.password).await?;
     let mut request = Request::new(
         Command::AddUser {
             name: body.name,

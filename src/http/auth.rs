@@ -521,28 +521,7 @@ async fn setup(
             "wrong setup token (see the setup-token file in the data directory)",
         ));
     }
-    let len = body.password.chars().count();
-    if !(super::api::MIN_PASSWORD..=super::api::MAX_PASSWORD).contains(&len) {
-        return Err(ApiError::invalid(
-            "weak_password",
-            format!(
-                "password must be {} to {} characters",
-                super::api::MIN_PASSWORD,
-                super::api::MAX_PASSWORD
-            ),
-        ));
-    }
-    let password = body.password;
-    let hash = tokio::task::spawn_blocking(move || crate::auth::hash_password(&password))
-        .await
-        .map_err(|_| {
-            ApiError::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "internal",
-                "hash task failed",
-            )
-        })?
-        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e))?;
+    let hash = super::api::hash_new_password(body.password).await?;
     let mut request = Request::new(
         Command::AddUser {
             name: body.name,
