@@ -322,7 +322,7 @@ impl Writer {
         req: &Request,
     ) -> Result<Result<Reply, EngineError>, StoreError> {
         self.stats.commands.fetch_add(1, Ordering::Relaxed);
-        let fingerprint = fingerprint(&req.command)?;
+        let fingerprint = fingerprint(&req.actor, &req.command)?;
         if let Some(key) = &req.idempotency_key {
             let known = match staged.keys.get(key) {
                 Some(rec) => Some(rec.clone()),
@@ -637,7 +637,12 @@ impl Trace {
     }
 }
 
-fn fingerprint(cmd: &Command) -> Result<String, StoreError> {
-    let digest = Sha256::digest(serde_json::to_vec(cmd)?);
-    Ok(store::eventlog::hex(&digest.into()))
+/// What an idempotency key is bound to: who asked, and for what. Another caller reusing
+/// the key is refused rather than handed the first caller's answer.
+fn fingerprint(actor: &Actor, cmd: &Command) -> Result<String, StoreError> {
+    let mut h = Sha256::new();
+    h.update(serde_json::to_vec(actor)?);
+    h.update([0]);
+    h.update(serde_json::to_vec(cmd)?);
+    Ok(store::eventlog::hex(&h.finalize().into()))
 }

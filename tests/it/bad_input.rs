@@ -261,6 +261,17 @@ async fn idempotency_keys_replay_and_refuse_reuse_for_another_request() {
     };
     let err = engine.execute(req(other, "k-1")).await.unwrap_err();
     assert!(matches!(err, EngineError::KeyReused(_)), "{err}");
+    // The key is bound to its caller: someone else reusing it is refused, not answered
+    // with the first caller's reply.
+    let other_caller = venued::engine::Request::new(
+        start.clone(),
+        Actor::User {
+            name: "mallory".into(),
+        },
+    )
+    .with_key(Some("k-1".to_owned()));
+    let err = engine.execute(other_caller).await.unwrap_err();
+    assert!(matches!(err, EngineError::KeyReused(_)), "{err}");
     for bad in ["", "has space", &"k".repeat(129), "naïve"] {
         let err = engine.execute(req(start.clone(), bad)).await.unwrap_err();
         assert_eq!(err.code(), "invalid_idempotency_key", "{bad:?}");
