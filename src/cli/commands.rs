@@ -723,7 +723,7 @@ async fn audit(client: &Client, cmd: AuditCmd, tz: &TimeZone) -> Result<ExitCode
                             r.first_seq.unwrap_or(0),
                             r.last_seq.unwrap_or(0),
                             r.seals,
-                            &r.head[..16.min(r.head.len())]
+                            r.head.get(..16).unwrap_or(&r.head)
                         );
                     }
                     Ok(ExitCode::SUCCESS)

@@ -299,15 +299,8 @@ async fn identify(
 async fn bearer(state: &AppState, token: &str) -> Result<(String, Role), ApiError> {
     let store = state.engine.store()?;
     let hash = sha256_hex(token);
-    let record = tokio::task::spawn_blocking(move || store.token_by_hash(&hash))
-        .await
-        .map_err(|_| {
-            ApiError::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "internal",
-                "token lookup failed",
-            )
-        })??
+    let record = super::api::blocking(move || store.token_by_hash(&hash))
+        .await?
         .ok_or_else(|| unauthorized("bad_token", "unknown token"))?;
     if record.revoked {
         return Err(unauthorized("token_revoked", "this token was revoked"));
@@ -390,15 +383,7 @@ async fn login(
     }
     let store = state.engine.store()?;
     let name = body.name.clone();
-    let user = tokio::task::spawn_blocking(move || store.user(&name))
-        .await
-        .map_err(|_| {
-            ApiError::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "internal",
-                "lookup failed",
-            )
-        })??;
+    let user = super::api::blocking(move || store.user(&name)).await?;
     let hash = user.as_ref().map(|u| u.password_hash.clone());
     let password = body.password;
     let verified = tokio::task::spawn_blocking(move || {

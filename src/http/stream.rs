@@ -14,6 +14,7 @@
 //! appear here under their own `event:` type with no change to this module.
 
 use super::AppState;
+use super::api::blocking;
 use super::error::ApiError;
 use crate::engine::Engine;
 use crate::store::{Event, Store, StoreError};
@@ -283,20 +284,4 @@ fn head_seq(store: &Store) -> Result<u64, StoreError> {
     let txn = store.db().begin_read()?;
     let table = txn.open_table(crate::store::tables::EVENTS)?;
     Ok(table.last()?.map_or(0, |(seq, _)| seq.value()))
-}
-
-/// Run a blocking store read off the async workers.
-async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
-) -> Result<T, ApiError> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|_| {
-            ApiError::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "internal",
-                "read task failed",
-            )
-        })?
-        .map_err(ApiError::from)
 }
