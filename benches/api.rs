@@ -48,6 +48,8 @@ fn main() {
             .env("VENUED_DATA_DIR", dir.path())
             .env("VENUED_HTTP_LISTEN", format!("127.0.0.1:{http}"))
             .env("VENUED_HTTPS_LISTEN", format!("127.0.0.1:{https}"))
+            .env("VENUED_MQTT_LISTEN", "127.0.0.1:0")
+            .env("VENUED_MQTTS_LISTEN", "127.0.0.1:0")
             .env("VENUED_LOG", "warn")
             .env_remove("VENUED_CONFIG")
             .stdin(Stdio::null())

@@ -82,7 +82,7 @@ trap cleanup EXIT
 port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 base="http://127.0.0.1:$port"
 
-VENUED_DATA_DIR="$data" VENUED_HTTP_LISTEN="127.0.0.1:$port" VENUED_HTTPS_LISTEN= \
+VENUED_DATA_DIR="$data" VENUED_HTTP_LISTEN="127.0.0.1:$port" VENUED_HTTPS_LISTEN= VENUED_MQTT_LISTEN= VENUED_MQTTS_LISTEN= \
     VENUED_LOG=info "$bin" serve > "$work/serve.log" 2>&1 < /dev/null &
 server_pid=$!
 

@@ -22,6 +22,7 @@ pub struct Config {
     pub engine: EngineSection,
     pub sessions: SessionsConfig,
     pub clock: ClockConfig,
+    pub mqtt: MqttConfig,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -184,6 +185,44 @@ impl Default for ClockConfig {
     }
 }
 
+/// The embedded MQTT broker's listeners and per-client limits.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields, default)]
+pub struct MqttConfig {
+    /// Plain MQTT, for plugs that cannot do TLS (device and integration accounts only).
+    pub listen: Vec<SocketAddr>,
+    /// MQTT over TLS with the box CA; required for agent and staff accounts.
+    pub tls_listen: Vec<SocketAddr>,
+    /// Largest MQTT packet a client may send, in bytes.
+    pub max_packet_size: usize,
+    /// Simultaneous client connections, all listeners together.
+    pub max_connections: usize,
+    /// PUBLISH packets per second one client may send on average ...
+    pub publish_rate: u32,
+    /// ... and in a burst. Past that the front stops reading from the client.
+    pub publish_burst: u32,
+    /// Subscriptions one client may hold.
+    pub max_subscriptions: usize,
+    /// Time a new connection has to send CONNECT (and finish TLS).
+    #[serde(with = "serde_dur::req")]
+    pub connect_timeout: SignedDuration,
+}
+
+impl Default for MqttConfig {
+    fn default() -> Self {
+        Self {
+            listen: vec![SocketAddr::from(([0, 0, 0, 0], 1883))],
+            tls_listen: vec![SocketAddr::from(([0, 0, 0, 0], 8883))],
+            max_packet_size: 64 * 1024,
+            max_connections: 4096,
+            publish_rate: 50,
+            publish_burst: 200,
+            max_subscriptions: 64,
+            connect_timeout: SignedDuration::from_secs(10),
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConfigError {
     pub file: Option<PathBuf>,
@@ -269,6 +308,12 @@ impl Config {
         if let Some(listen) = env("VENUED_HTTPS_LISTEN") {
             self.tls.https_listen = parse_listen("VENUED_HTTPS_LISTEN", &listen)?;
         }
+        if let Some(listen) = env("VENUED_MQTT_LISTEN") {
+            self.mqtt.listen = parse_listen("VENUED_MQTT_LISTEN", &listen)?;
+        }
+        if let Some(listen) = env("VENUED_MQTTS_LISTEN") {
+            self.mqtt.tls_listen = parse_listen("VENUED_MQTTS_LISTEN", &listen)?;
+        }
         if let Some(level) = env("VENUED_LOG").filter(|l| !l.is_empty()) {
             self.log.level = level;
         }
@@ -325,6 +370,50 @@ impl Config {
                 ),
             ));
         }
+        let within = |key, v: usize, lo: usize, hi: usize| {
+            if (lo..=hi).contains(&v) {
+                Ok(())
+            } else {
+                Err((key, format!("must be between {lo} and {hi} (got {v})")))
+            }
+        };
+        // A station state or a plug reading is well under 2 KiB; 16 MiB is a sanity cap.
+        within(
+            "mqtt.max-packet-size",
+            self.mqtt.max_packet_size,
+            1024,
+            16 << 20,
+        )?;
+        within(
+            "mqtt.max-connections",
+            self.mqtt.max_connections,
+            1,
+            100_000,
+        )?;
+        within(
+            "mqtt.publish-rate",
+            self.mqtt.publish_rate as usize,
+            1,
+            100_000,
+        )?;
+        within(
+            "mqtt.publish-burst",
+            self.mqtt.publish_burst as usize,
+            1,
+            1_000_000,
+        )?;
+        within(
+            "mqtt.max-subscriptions",
+            self.mqtt.max_subscriptions,
+            1,
+            10_000,
+        )?;
+        range(
+            "mqtt.connect-timeout",
+            self.mqtt.connect_timeout,
+            SignedDuration::from_millis(100),
+            secs(300),
+        )?;
         if let Err(reason) = check_log_filter(&self.log.level) {
             return Err(("log.level", reason));
         }

@@ -7,12 +7,15 @@ pub mod domain;
 #[cfg(feature = "controller")]
 pub mod auth;
 #[cfg(feature = "controller")]
+pub mod broker;
+#[cfg(feature = "controller")]
 pub mod cli;
 #[cfg(feature = "controller")]
 pub mod engine;
 #[cfg(feature = "controller")]
 pub mod http;
 pub mod logging;
+pub mod protocol;
 #[cfg(feature = "controller")]
 pub mod store;
 #[cfg(feature = "controller")]

@@ -4,7 +4,9 @@ use super::client::{Client, ClientError};
 use crate::config::Config;
 use crate::domain::time::human;
 use crate::domain::{Phase, SessionId, StationKind};
-use crate::http::api_types::{ClockView, CommandResult, EventPage, SessionView, StationView};
+use crate::http::api_types::{
+    AddedStation, ClockView, CommandResult, EventPage, SessionView, StationView,
+};
 use crate::store::VerifyReport;
 use clap::{Args, Subcommand};
 use hyper::Method;
@@ -27,14 +29,14 @@ pub enum ConfigCmd {
 pub struct Mutating {
     /// Idempotency key: retrying with the same key never applies the command twice.
     #[arg(long)]
-    idempotency_key: Option<String>,
+    pub idempotency_key: Option<String>,
 }
 
 #[derive(Debug, Args)]
 pub struct Output {
     /// Print the API's JSON instead of a summary.
     #[arg(long)]
-    json: bool,
+    pub json: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -322,12 +324,13 @@ async fn dispatch(
         Cmd::Session(cmd) => session(client, cmd, tz).await,
         Cmd::User(cmd) => user(client, cmd).await,
         Cmd::Token(cmd) => token(client, cmd).await,
+        Cmd::Mqtt(cmd) => super::mqtt::run(client, cmd).await,
         Cmd::Audit(cmd) => audit(client, cmd, tz).await,
         Cmd::Clock(cmd) => clock(client, cmd, tz).await,
     }
 }
 
-fn print_json(v: &impl serde::Serialize) {
+pub fn print_json(v: &impl serde::Serialize) {
     match serde_json::to_string_pretty(v) {
         Ok(s) => println!("{s}"),
         Err(e) => eprintln!("error: {e}"),
@@ -389,7 +392,7 @@ async fn resolve(client: &Client, target: &str) -> Result<SessionId, ClientError
 }
 
 /// Path segments come from the command line; keep them inside their segment.
-fn encode(s: &str) -> String {
+pub fn encode(s: &str) -> String {
     s.bytes()
         .map(|b| match b {
             b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'_' | b'.' => (b as char).to_string(),
@@ -409,7 +412,7 @@ async fn station(client: &Client, cmd: StationCmd, tz: &TimeZone) -> Result<Exit
             o,
         } => {
             let body = json!({ "id": id, "name": name, "kind": kind, "zone": zone });
-            let r: CommandResult<StationView> = client
+            let r: CommandResult<AddedStation> = client
                 .call(
                     Method::POST,
                     "/api/v1/stations",
@@ -420,10 +423,13 @@ async fn station(client: &Client, cmd: StationCmd, tz: &TimeZone) -> Result<Exit
             if o.json {
                 print_json(&r);
             } else {
-                println!(
-                    "station {} added ({:?}, {:?})",
-                    r.result.station.id, r.result.station.name, r.result.station.kind
-                );
+                let s = &r.result.station.station;
+                println!("station {} added ({:?}, {:?})", s.id, s.name, s.kind);
+                if let Some(agent) = &r.result.agent {
+                    println!("agent MQTT credentials (shown once; TLS port 8883):");
+                    println!("  username: {}", agent.username);
+                    println!("  password: {}", agent.password);
+                }
             }
         }
         StationCmd::List { o } => {
@@ -838,5 +844,8 @@ fn event_label(kind: &crate::domain::EventKind) -> String {
         EventKind::LoginFailed { name, from, reason } => {
             format!("login_failed {name:?} from {from}: {reason}")
         }
+        EventKind::MqttAccountCreated { name, .. } => format!("mqtt_account_created {name}"),
+        EventKind::MqttSecretIssued { name } => format!("mqtt_secret_issued {name}"),
+        EventKind::MqttAccountRevoked { name } => format!("mqtt_account_revoked {name}"),
     }
 }

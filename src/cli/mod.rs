@@ -2,6 +2,7 @@
 
 mod client;
 mod commands;
+mod mqtt;
 mod serve;
 
 pub use client::{Client, ClientError};
@@ -45,6 +46,9 @@ enum Cmd {
     /// API tokens for the network API.
     #[command(subcommand)]
     Token(commands::TokenCmd),
+    /// Accounts of the embedded MQTT broker (agents, plugs, integrations).
+    #[command(subcommand)]
+    Mqtt(mqtt::MqttCmd),
     /// Verify and read the tamper-evident event log.
     #[command(subcommand)]
     Audit(commands::AuditCmd),

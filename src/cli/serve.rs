@@ -27,6 +27,7 @@ pub async fn run(config: Config) -> Result<(), String> {
             .map_err(|e| e.to_string())?;
 
     let (stop_tx, stop_rx) = watch::channel(false);
+    let broker_stop = stop_rx.clone();
     let stopped = move || {
         let mut rx = stop_rx.clone();
         async move {
@@ -63,8 +64,15 @@ pub async fn run(config: Config) -> Result<(), String> {
     // HTTPS first, so plain HTTP knows where to redirect and both can offer the CA.
     let mut https_ports = Vec::new();
     let mut ca_routes = None;
-    if !config.tls.https_listen.is_empty() {
-        let (tls_config, ca_pem, fingerprint) = tls_identity(&config).await?;
+    let identity = if config.tls.https_listen.is_empty() && config.mqtt.tls_listen.is_empty() {
+        None
+    } else {
+        Some(tls_identity(&config).await?)
+    };
+    if let Some((tls_config, ca_pem, fingerprint)) = identity
+        .clone()
+        .filter(|_| !config.tls.https_listen.is_empty())
+    {
         ca_routes = Some(crate::http::ca_page::routes(ca_pem, fingerprint.clone()));
         for addr in &config.tls.https_listen {
             let listener = TcpListener::bind(addr)
@@ -112,6 +120,23 @@ pub async fn run(config: Config) -> Result<(), String> {
         )));
     }
 
+    // The broker republishes every retained station state before its listeners open.
+    let broker = crate::broker::Broker::start(
+        &config.mqtt,
+        engine.clone(),
+        config.session_policy(),
+        identity.map(|(tls, _, _)| tokio_rustls::TlsAcceptor::from(tls)),
+        broker_stop,
+    )
+    .await
+    .map_err(|e| e.to_string())?;
+    let mqtt_urls: Vec<String> = broker
+        .plain
+        .iter()
+        .map(|a| format!("mqtt://{a}"))
+        .chain(broker.tls.iter().map(|a| format!("mqtts://{a}")))
+        .collect();
+
     let snap = engine.snapshot();
     tracing::info!(
         data = %config.data.dir.display(),
@@ -122,7 +147,13 @@ pub async fn run(config: Config) -> Result<(), String> {
         "venued {} ready",
         env!("CARGO_PKG_VERSION")
     );
-    print_banner(&config, &socket, &http_urls, setup_token.as_deref());
+    print_banner(
+        &config,
+        &socket,
+        &http_urls,
+        &mqtt_urls,
+        setup_token.as_deref(),
+    );
 
     signals.recv().await;
     tracing::info!("stop requested: finishing in-flight requests");
@@ -138,6 +169,8 @@ pub async fn run(config: Config) -> Result<(), String> {
     if drained.is_err() {
         tracing::warn!("in-flight requests did not finish within {DRAIN_GRACE:?}; stopping anyway");
     }
+    // The controller's retained status says offline before the engine stops.
+    let _ = tokio::time::timeout(DRAIN_GRACE, broker.stopped()).await;
     engine.shutdown().await;
     let _ = std::fs::remove_file(&socket);
     tracing::info!("venued stopped cleanly");
@@ -163,7 +196,13 @@ async fn tls_identity(
         }
     }
     // Every concrete address we listen on is a name clients may use.
-    for addr in config.tls.https_listen.iter().chain(&config.http.listen) {
+    for addr in config
+        .tls
+        .https_listen
+        .iter()
+        .chain(&config.http.listen)
+        .chain(&config.mqtt.tls_listen)
+    {
         if !addr.ip().is_unspecified() {
             names.ips.push(addr.ip());
         }
@@ -196,12 +235,21 @@ async fn tls_identity(
 /// The one-time token that creates the owner over the network (mode 0600).
 pub const SETUP_TOKEN_FILE: &str = "setup-token";
 
-fn print_banner(config: &Config, socket: &std::path::Path, urls: &[String], setup: Option<&str>) {
+fn print_banner(
+    config: &Config,
+    socket: &std::path::Path,
+    urls: &[String],
+    mqtt: &[String],
+    setup: Option<&str>,
+) {
     println!("venued {} is running.", env!("CARGO_PKG_VERSION"));
     println!("  data directory : {}", config.data.dir.display());
     println!("  control socket : {}", socket.display());
     for url in urls {
         println!("  api            : {url}/api/v1  (probe: {url}/healthz)");
+    }
+    for url in mqtt {
+        println!("  mqtt           : {url}");
     }
     let Some(token) = setup else { return };
     println!();

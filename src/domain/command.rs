@@ -2,6 +2,7 @@
 
 use super::account::Role;
 use super::ids::{SessionId, StationId};
+use super::mqtt::MqttScope;
 use super::station::StationKind;
 use super::time::serde_dur;
 use jiff::{SignedDuration, Timestamp};
@@ -67,6 +68,20 @@ pub enum Command {
     RevokeToken {
         id: String,
     },
+    /// A device or integration MQTT account; its secret's hash travels beside the command.
+    /// (Agent accounts are made with their station.)
+    CreateMqttAccount {
+        name: String,
+        scope: MqttScope,
+    },
+    /// Issue a new secret for an MQTT account (hash beside the command); the old one stops
+    /// working at once and its connections are closed.
+    RotateMqttSecret {
+        name: String,
+    },
+    RevokeMqttAccount {
+        name: String,
+    },
     /// A login attempt, successful or not, for the audit trail.
     RecordLogin {
         name: String,
@@ -93,6 +108,9 @@ impl Command {
             Self::CreateToken { .. } => "create_token",
             Self::RevokeToken { .. } => "revoke_token",
             Self::RecordLogin { .. } => "record_login",
+            Self::CreateMqttAccount { .. } => "create_mqtt_account",
+            Self::RotateMqttSecret { .. } => "rotate_mqtt_secret",
+            Self::RevokeMqttAccount { .. } => "revoke_mqtt_account",
         }
     }
 }

@@ -49,6 +49,12 @@ pub enum DomainError {
     TokenRevoked(String),
     #[error("a token for {user} cannot have role {role}: it would exceed the user's own rights")]
     TokenExceedsUser { user: String, role: super::Role },
+    #[error("MQTT account {0:?} does not exist")]
+    UnknownMqttAccount(String),
+    #[error("MQTT account {0:?} already exists")]
+    MqttAccountExists(String),
+    #[error("MQTT account {0:?} is revoked")]
+    MqttAccountRevoked(String),
 }
 
 impl DomainError {
@@ -71,6 +77,9 @@ impl DomainError {
             Self::UnknownToken(_) => "token_not_found",
             Self::TokenRevoked(_) => "token_revoked",
             Self::TokenExceedsUser { .. } => "token_exceeds_user",
+            Self::UnknownMqttAccount(_) => "mqtt_account_not_found",
+            Self::MqttAccountExists(_) => "mqtt_account_exists",
+            Self::MqttAccountRevoked(_) => "mqtt_account_revoked",
         }
     }
 
@@ -81,7 +90,8 @@ impl DomainError {
             Self::UnknownStation(_)
             | Self::UnknownSession(_)
             | Self::UnknownUser(_)
-            | Self::UnknownToken(_) => ErrorKind::NotFound,
+            | Self::UnknownToken(_)
+            | Self::UnknownMqttAccount(_) => ErrorKind::NotFound,
             Self::StationExists(_)
             | Self::StationBusy { .. }
             | Self::SessionEnded(_)
@@ -89,7 +99,9 @@ impl DomainError {
             | Self::OpenEnded(_)
             | Self::SameStation(_)
             | Self::UserExists(_)
-            | Self::TokenRevoked(_) => ErrorKind::Conflict,
+            | Self::TokenRevoked(_)
+            | Self::MqttAccountExists(_)
+            | Self::MqttAccountRevoked(_) => ErrorKind::Conflict,
             Self::InvalidDuration { .. }
             | Self::TooLong { .. }
             | Self::InvalidField { .. }

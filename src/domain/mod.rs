@@ -1,10 +1,12 @@
 //! Pure venue logic: no I/O, no tokio, no clock reads. Functions of (state, command, now).
 
 pub mod account;
+pub mod acl;
 pub mod actor;
 pub mod command;
 pub mod error;
 pub mod ids;
+pub mod mqtt;
 pub mod session;
 pub mod station;
 pub mod time;

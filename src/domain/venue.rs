@@ -7,6 +7,7 @@ use super::account::{Permission, Role, valid_user_name};
 use super::command::Command;
 use super::error::DomainError;
 use super::ids::{SessionId, StationId};
+use super::mqtt::{self, MqttAccount, MqttScope};
 use super::session::{Session, SessionChange, SessionPolicy};
 use super::station::{MAX_NAME_LEN, Station};
 use super::time::serde_dur;
@@ -83,6 +84,20 @@ pub enum EventKind {
         from: String,
         reason: String,
     },
+    /// An MQTT account was made (for a station's agent, with the station).
+    MqttAccountCreated {
+        name: String,
+        scope: MqttScope,
+        /// Whether a secret was issued with it.
+        with_secret: bool,
+    },
+    /// A new secret replaced the old one.
+    MqttSecretIssued {
+        name: String,
+    },
+    MqttAccountRevoked {
+        name: String,
+    },
     /// The untrusted wall clock disagreed with the venue clock and was not followed.
     ClockJumpIgnored {
         wall: Timestamp,
@@ -103,6 +118,8 @@ pub struct VenueState {
     pub users: BTreeMap<String, Role>,
     /// API tokens by public id (secrets are only in the store, hashed).
     pub tokens: BTreeMap<String, TokenInfo>,
+    /// MQTT accounts by user name (secrets only in the store, hashed).
+    pub mqtt: BTreeMap<String, MqttAccount>,
     pub next_session: u64,
 }
 
@@ -132,6 +149,18 @@ impl VenueState {
         now: Timestamp,
         policy: &SessionPolicy,
     ) -> Result<Vec<EventKind>, DomainError> {
+        self.decide_with(cmd, now, policy, false)
+    }
+
+    /// `decide`, knowing whether a secret's hash rides beside the command (it never
+    /// appears in events, but whether one was issued does).
+    pub fn decide_with(
+        &self,
+        cmd: &Command,
+        now: Timestamp,
+        policy: &SessionPolicy,
+        secret_given: bool,
+    ) -> Result<Vec<EventKind>, DomainError> {
         let one = |change, session| Ok(vec![EventKind::Session { change, session }]);
         match cmd {
             Command::AddStation {
@@ -147,14 +176,26 @@ impl VenueState {
                 if let Some(zone) = zone {
                     check_name("zone", zone)?;
                 }
-                Ok(vec![EventKind::StationAdded {
+                let mut events = vec![EventKind::StationAdded {
                     station: Station {
                         id: id.clone(),
                         name: name.trim().to_owned(),
                         kind: *kind,
                         zone: zone.as_ref().map(|z| z.trim().to_owned()),
                     },
-                }])
+                }];
+                // Every PC gets its agent's account with the station, so enrolling it
+                // needs nothing more; consoles have no agent.
+                if *kind == super::station::StationKind::Pc {
+                    events.push(EventKind::MqttAccountCreated {
+                        name: mqtt::agent_account(id),
+                        scope: MqttScope::Agent {
+                            station: id.clone(),
+                        },
+                        with_secret: secret_given,
+                    });
+                }
+                Ok(events)
             }
             Command::RemoveStation { id } => {
                 self.station(id)?;
@@ -164,9 +205,14 @@ impl VenueState {
                         session: *session,
                     });
                 }
-                Ok(vec![EventKind::StationRemoved {
+                let mut events = vec![EventKind::StationRemoved {
                     station: id.clone(),
-                }])
+                }];
+                let agent = mqtt::agent_account(id);
+                if self.mqtt.get(&agent).is_some_and(|a| !a.revoked) {
+                    events.push(EventKind::MqttAccountRevoked { name: agent });
+                }
+                Ok(events)
             }
             Command::StartSession { station, duration } => {
                 self.require_free(station)?;
@@ -285,6 +331,31 @@ impl VenueState {
                     user: token.user.clone(),
                 }])
             }
+            Command::CreateMqttAccount { name, scope } => {
+                if matches!(scope, MqttScope::Agent { .. }) {
+                    return Err(DomainError::InvalidField {
+                        field: "scope",
+                        reason: "agent accounts are made with their station; rotate to issue a secret",
+                    });
+                }
+                mqtt::validate(name, scope)?;
+                if self.mqtt.get(name).is_some_and(|a| !a.revoked) {
+                    return Err(DomainError::MqttAccountExists(name.clone()));
+                }
+                Ok(vec![EventKind::MqttAccountCreated {
+                    name: name.clone(),
+                    scope: scope.clone(),
+                    with_secret: secret_given,
+                }])
+            }
+            Command::RotateMqttSecret { name } => {
+                self.live_mqtt(name)?;
+                Ok(vec![EventKind::MqttSecretIssued { name: name.clone() }])
+            }
+            Command::RevokeMqttAccount { name } => {
+                self.live_mqtt(name)?;
+                Ok(vec![EventKind::MqttAccountRevoked { name: name.clone() }])
+            }
             Command::RecordLogin {
                 name,
                 from,
@@ -369,6 +440,31 @@ impl VenueState {
                     t.revoked = true;
                 }
             }
+            EventKind::MqttAccountCreated {
+                name,
+                scope,
+                with_secret,
+            } => {
+                self.mqtt.insert(
+                    name.clone(),
+                    MqttAccount {
+                        name: name.clone(),
+                        scope: scope.clone(),
+                        revoked: false,
+                        has_secret: *with_secret,
+                    },
+                );
+            }
+            EventKind::MqttSecretIssued { name } => {
+                if let Some(a) = self.mqtt.get_mut(name) {
+                    a.has_secret = true;
+                }
+            }
+            EventKind::MqttAccountRevoked { name } => {
+                if let Some(a) = self.mqtt.get_mut(name) {
+                    a.revoked = true;
+                }
+            }
             EventKind::LoggedIn { .. }
             | EventKind::LoginFailed { .. }
             | EventKind::ClockBooted { .. }
@@ -402,6 +498,17 @@ impl VenueState {
         self.sessions
             .get(&id)
             .ok_or(DomainError::UnknownSession(id))
+    }
+
+    fn live_mqtt(&self, name: &str) -> Result<&MqttAccount, DomainError> {
+        let account = self
+            .mqtt
+            .get(name)
+            .ok_or_else(|| DomainError::UnknownMqttAccount(name.to_owned()))?;
+        if account.revoked {
+            return Err(DomainError::MqttAccountRevoked(name.to_owned()));
+        }
+        Ok(account)
     }
 
     fn require_free(&self, station: &StationId) -> Result<(), DomainError> {

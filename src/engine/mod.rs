@@ -135,6 +135,8 @@ pub struct Snapshot {
     /// Shared with the writer, never copied to publish.
     pub state: Arc<VenueState>,
     pub clock: ClockStatus,
+    /// Sequence number of the last event this state includes (0 before any).
+    pub seq: u64,
     anchor: (Timestamp, Duration),
 }
 

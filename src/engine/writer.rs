@@ -8,6 +8,7 @@
 use super::venue_clock::VenueClock;
 use super::{EngineConfig, EngineError, EngineStats, Msg, Reply, Request, Snapshot};
 use crate::clock::Clock;
+use crate::domain::mqtt::MqttAccount;
 use crate::domain::{Actor, Command, DomainError, EventKind, SessionId, VenueState};
 use crate::store::{
     self, ChainHead, EventBody, IdempotencyRecord, Store, StoreError, StoreLocation, StoreOptions,
@@ -92,6 +93,7 @@ impl Writer {
         let (snapshot_tx, _) = watch::channel(Arc::new(Snapshot {
             state: Arc::new(loaded.state.clone()),
             clock: vclock.status.clone(),
+            seq: loaded.head.next_seq.saturating_sub(1),
             anchor: vclock.anchor(),
         }));
         let mut writer = Self {
@@ -354,14 +356,19 @@ impl Writer {
                 mono,
                 crate::domain::timekeeping::TrustSource::Staff,
             ),
-            cmd => match staged.state.decide(cmd, now, &self.config.policy) {
-                Ok(kinds) => kinds,
-                Err(DomainError::UnknownSession(id)) => {
-                    // Ended sessions are not in memory: tell "ended" from "never existed".
-                    return Ok(Err(self.unknown_or_ended(id)));
+            cmd => {
+                match staged
+                    .state
+                    .decide_with(cmd, now, &self.config.policy, req.secret.is_some())
+                {
+                    Ok(kinds) => kinds,
+                    Err(DomainError::UnknownSession(id)) => {
+                        // Ended sessions are not in memory: tell "ended" from "never existed".
+                        return Ok(Err(self.unknown_or_ended(id)));
+                    }
+                    Err(e) => return Ok(Err(e.into())),
                 }
-                Err(e) => return Ok(Err(e.into())),
-            },
+            }
         };
         let mut reply = Reply {
             events: Vec::with_capacity(kinds.len()),
@@ -457,6 +464,47 @@ impl Writer {
                 )?
             }
             EventKind::TokenRevoked { id, .. } => store::write::revoke_token(txn, id)?,
+            EventKind::MqttAccountCreated {
+                name,
+                scope,
+                with_secret,
+            } => store::write::mqtt_account(txn, name, |_| {
+                Ok(store::MqttAccountRecord {
+                    account: MqttAccount {
+                        name: name.clone(),
+                        scope: scope.clone(),
+                        revoked: false,
+                        has_secret: *with_secret,
+                    },
+                    secret_hash: secret.map(str::to_owned),
+                    created_at: now,
+                    secret_issued_at: secret.map(|_| now),
+                })
+            })?,
+            EventKind::MqttSecretIssued { name } => {
+                let Some(hash) = secret else {
+                    return Err(StoreError::Corrupt(format!(
+                        "secret for {name} issued without a hash"
+                    )));
+                };
+                store::write::mqtt_account(txn, name, |r| {
+                    let mut r = r.ok_or_else(|| {
+                        StoreError::Corrupt(format!("MQTT account {name} has no record"))
+                    })?;
+                    r.account.has_secret = true;
+                    r.secret_hash = Some(hash.to_owned());
+                    r.secret_issued_at = Some(now);
+                    Ok(r)
+                })?
+            }
+            EventKind::MqttAccountRevoked { name } => store::write::mqtt_account(txn, name, |r| {
+                let mut r = r.ok_or_else(|| {
+                    StoreError::Corrupt(format!("MQTT account {name} has no record"))
+                })?;
+                r.account.revoked = true;
+                r.secret_hash = None;
+                Ok(r)
+            })?,
             EventKind::LoggedIn { .. }
             | EventKind::LoginFailed { .. }
             | EventKind::ClockBooted { .. }
@@ -531,6 +579,7 @@ impl Writer {
         self.snapshot_tx.send_replace(Arc::new(Snapshot {
             state: Arc::clone(&self.state),
             clock: self.vclock.status.clone(),
+            seq: self.head.next_seq.saturating_sub(1),
             anchor: self.vclock.anchor(),
         }));
     }

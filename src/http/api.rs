@@ -223,24 +223,37 @@ pub(super) struct AddStation {
     zone: Option<String>,
 }
 
+/// A new station; a PC's agent credentials come with it, once.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, schemars::JsonSchema)]
+pub struct AddedStation {
+    #[serde(flatten)]
+    pub station: StationView,
+    /// For a PC: its agent's MQTT credentials, shown once (absent on an idempotent
+    /// replay; rotate `agent:<id>` for a new secret).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent: Option<super::mqtt_accounts::MqttCredentials>,
+}
+
 async fn add_station(
     State(state): State<AppState>,
     caller: Caller,
     key: IdempotencyKey,
     ApiJson(body): ApiJson<AddStation>,
-) -> Result<(StatusCode, Json<CommandResult<StationView>>), ApiError> {
-    let reply = run(
-        &state,
-        caller,
-        key,
+) -> Result<(StatusCode, Json<CommandResult<AddedStation>>), ApiError> {
+    let is_pc = body.kind == StationKind::Pc;
+    let (secret, hash) = super::mqtt_accounts::new_secret();
+    let mut request = Request::new(
         Command::AddStation {
             id: body.id.clone(),
             name: body.name,
             kind: body.kind,
             zone: body.zone,
         },
+        caller.0,
     )
-    .await?;
+    .with_key(key.0);
+    request.secret = is_pc.then_some(hash);
+    let reply = state.engine.execute(request).await?;
     let station = reply
         .events
         .iter()
@@ -255,10 +268,17 @@ async fn add_station(
                 "no station event",
             )
         })?;
+    let agent = (is_pc && !reply.replayed).then(|| super::mqtt_accounts::MqttCredentials {
+        username: crate::domain::mqtt::agent_account(&station.id),
+        password: secret,
+    });
     Ok((
         StatusCode::CREATED,
         Json(CommandResult {
-            result: station_view(&state.engine.snapshot(), state.engine.now(), &station),
+            result: AddedStation {
+                station: station_view(&state.engine.snapshot(), state.engine.now(), &station),
+                agent,
+            },
             events: reply.events,
             replayed: reply.replayed,
         }),

@@ -8,6 +8,7 @@
 use super::AppState;
 use super::error::ApiError;
 use super::extract::{ApiJson, Caller, IdempotencyKey};
+use crate::auth::{random_hex, same, sha256_hex};
 use crate::domain::account::Role;
 use crate::domain::{Actor, Command};
 use crate::engine::Request;
@@ -20,7 +21,6 @@ use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use jiff::{SignedDuration, Timestamp};
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -143,28 +143,6 @@ impl Auth {
     fn clear(&self, key: &str) {
         Self::lock(&self.inner.failures).remove(key);
     }
-}
-
-fn sha256_hex(s: &str) -> String {
-    Sha256::digest(s.as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
-}
-
-fn random_hex(bytes: usize) -> String {
-    (0..bytes)
-        .map(|_| format!("{:02x}", rand::random::<u8>()))
-        .collect()
-}
-
-/// Constant-time comparison, so a CSRF token cannot be guessed byte by byte.
-fn same(a: &str, b: &str) -> bool {
-    a.len() == b.len()
-        && a.bytes()
-            .zip(b.bytes())
-            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
-            == 0
 }
 
 fn unauthorized(code: &'static str, detail: &str) -> ApiError {

@@ -36,6 +36,10 @@ pub fn required(method: &Method, route: &str) -> Option<Permission> {
             | "/api/v1/zones",
         ) => ReadFloor,
         ("POST", "/api/v1/stations") | ("DELETE", "/api/v1/stations/{id}") => ManageStations,
+        // MQTT accounts are the credentials of stations and their devices.
+        ("GET" | "POST", "/api/v1/mqtt/accounts")
+        | ("DELETE", "/api/v1/mqtt/accounts/{name}")
+        | ("POST", "/api/v1/mqtt/accounts/{name}/rotate") => ManageStations,
         (
             "POST",
             "/api/v1/sessions"

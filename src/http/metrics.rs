@@ -322,6 +322,9 @@ pub fn render(engine: &Engine, http: Option<&HttpMetrics>) -> String {
     for (reason, n) in super::metrics_hook::auth_failures() {
         out.sample("venued_auth_failures_total", &[("reason", reason)], n);
     }
+    if let Some(mqtt) = crate::broker::metrics::global() {
+        mqtt.render(&mut out.0, crate::broker::metrics::rss_bytes());
+    }
     out.0
 }
 

@@ -8,14 +8,16 @@ mod authz;
 pub mod ca_page;
 pub mod metrics;
 pub mod metrics_hook;
+pub mod mqtt_accounts;
 pub mod openapi;
 pub mod stream;
 
 /// Response types of the API, for clients (the CLI, tests).
 pub mod api_types {
     pub use super::api::{
-        ClockView, CommandResult, EventPage, Readiness, SessionView, StationView,
+        AddedStation, ClockView, CommandResult, EventPage, Readiness, SessionView, StationView,
     };
+    pub use super::mqtt_accounts::{CreatedAccount, MqttCredentials};
 }
 mod error;
 mod extract;
@@ -71,6 +73,7 @@ pub struct AppState {
 pub fn router(engine: Engine) -> Router {
     api::routes()
         .merge(auth::token_routes())
+        .merge(mqtt_accounts::routes())
         .merge(api::ops_routes())
         .merge(stream::routes())
         .merge(metrics::routes())
@@ -91,6 +94,7 @@ pub fn router(engine: Engine) -> Router {
 pub fn network_router(engine: Engine, auth: auth::Auth, https: bool) -> Router {
     let protected = api::routes()
         .merge(auth::token_routes())
+        .merge(mqtt_accounts::routes())
         .merge(auth::logout_routes())
         .merge(stream::routes())
         .merge(metrics::routes());

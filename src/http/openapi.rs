@@ -157,6 +157,15 @@ mod json {
         })
     }
 
+    pub fn mqtt_account(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({
+            "type": "string",
+            "description": "An MQTT account: `agent:`, `device:` or `integration:` and a name.",
+            "pattern": "^(agent|device|integration):[a-z0-9][a-z0-9_-]{0,31}$",
+            "examples": ["device:plug-3"]
+        })
+    }
+
     pub fn document(_: &mut SchemaGenerator) -> Schema {
         json_schema!({
             "type": "object",
@@ -166,12 +175,14 @@ mod json {
 }
 
 use super::api::{
-    AddStation, AddUser, ClockView, CommandResult, Confirm, EventPage, EventsQuery, Extend,
-    ListSessions, Readiness, SessionView, StartSession, StationView, Stop, Transfer, UserView,
-    ZoneView,
+    AddStation, AddUser, AddedStation, ClockView, CommandResult, Confirm, EventPage, EventsQuery,
+    Extend, ListSessions, Readiness, SessionView, StartSession, StationView, Stop, Transfer,
+    UserView, ZoneView,
 };
 use super::auth::{CreatedToken, Login, LoginAnswer, NewToken, Setup, TokenView};
+use super::mqtt_accounts::{CreatedAccount, NewAccount};
 use super::stream::StreamQuery;
+use crate::domain::mqtt::MqttAccount;
 use crate::engine::Reply;
 use crate::store::VerifyReport;
 
@@ -186,6 +197,12 @@ const SESSION_ID: &[Param] = &[Param {
     description: "The session, `12` or `S-12`.",
     schema: json::session_id,
     example: "S-1",
+}];
+const MQTT_ACCOUNT: &[Param] = &[Param {
+    name: "name",
+    description: "The account's user name.",
+    schema: json::mqtt_account,
+    example: "device:plug-3",
 }];
 const TOKEN_ID: &[Param] = &[Param {
     name: "id",
@@ -269,8 +286,9 @@ pub const ROUTES: &[RouteDoc] = &[
         }),
         answers: &[ok(
             201,
-            "The station, and the event that added it.",
-            Content::Json(schema::<CommandResult<StationView>>),
+            "The station and the events that added it; for a PC, its agent's MQTT \
+             credentials (shown once).",
+            Content::Json(schema::<CommandResult<AddedStation>>),
         )],
         idempotent: true,
         errors: &["station_exists", "invalid_field"],
@@ -664,6 +682,94 @@ pub const ROUTES: &[RouteDoc] = &[
             &[],
         )
     },
+    // ---- MQTT accounts ----
+    RouteDoc {
+        description: "Agents (one per PC station, made with it), devices and integrations. \
+                      Secrets are never returned here.",
+        ..read(
+            "/api/v1/mqtt/accounts",
+            "listMqttAccounts",
+            "mqtt",
+            "List MQTT accounts",
+            &[ok(
+                200,
+                "Every account, revoked ones included.",
+                Content::Json(schema::<Vec<MqttAccount>>),
+            )],
+        )
+    },
+    RouteDoc {
+        method: "POST",
+        description: "A device owns its topic roots (`topics`); an integration gets `rules` \
+                      or the `home_assistant` preset and may never publish under \
+                      `venued/v1/`. The secret is shown once and stored only as SHA-256.",
+        body: Some(Body {
+            schema: schema::<NewAccount>,
+            required: true,
+            example: r#"{"name": "device:plug-3", "topics": ["shellies/plug-3"]}"#,
+        }),
+        answers: &[ok(
+            201,
+            "The account, with its credentials.",
+            Content::Json(schema::<CreatedAccount>),
+        )],
+        idempotent: true,
+        errors: &[
+            "invalid_field",
+            "invalid_body",
+            "mqtt_account_exists",
+            "secret_already_issued",
+        ],
+        ..read(
+            "/api/v1/mqtt/accounts",
+            "createMqttAccount",
+            "mqtt",
+            "Create a device or integration MQTT account",
+            &[],
+        )
+    },
+    RouteDoc {
+        method: "POST",
+        description: "The old secret stops working at once and the account's open \
+                      connections are closed. For an agent this is how a PC is re-enrolled.",
+        path_params: MQTT_ACCOUNT,
+        answers: &[ok(
+            200,
+            "The account, with its new credentials.",
+            Content::Json(schema::<CreatedAccount>),
+        )],
+        idempotent: true,
+        errors: &[
+            "mqtt_account_not_found",
+            "mqtt_account_revoked",
+            "secret_already_issued",
+        ],
+        ..read(
+            "/api/v1/mqtt/accounts/{name}/rotate",
+            "rotateMqttSecret",
+            "mqtt",
+            "Issue a new secret for an MQTT account",
+            &[],
+        )
+    },
+    RouteDoc {
+        method: "DELETE",
+        path_params: MQTT_ACCOUNT,
+        answers: &[ok(
+            204,
+            "Revoked; its connections are closed.",
+            Content::Empty,
+        )],
+        idempotent: true,
+        errors: &["mqtt_account_not_found", "mqtt_account_revoked"],
+        ..read(
+            "/api/v1/mqtt/accounts/{name}",
+            "revokeMqttAccount",
+            "mqtt",
+            "Revoke an MQTT account at once",
+            &[],
+        )
+    },
     // ---- login (network listeners only) ----
     RouteDoc {
         method: "POST",
@@ -797,6 +903,7 @@ pub const CODES: &[(&str, u16)] = &[
     ("session_not_found", 404),
     ("user_not_found", 404),
     ("token_not_found", 404),
+    ("mqtt_account_not_found", 404),
     ("station_exists", 409),
     ("station_busy", 409),
     ("session_ended", 409),
@@ -808,6 +915,9 @@ pub const CODES: &[(&str, u16)] = &[
     ("token_revoked", 409),
     ("token_already_created", 409),
     ("already_set_up", 409),
+    ("mqtt_account_exists", 409),
+    ("mqtt_account_revoked", 409),
+    ("secret_already_issued", 409),
     ("body_too_large", 413),
     ("unsupported_media_type", 415),
     ("invalid_body", 422),
@@ -989,6 +1099,7 @@ pub fn document() -> Value {
             {"name": "clock", "description": "The venue clock and its confirmation by staff."},
             {"name": "users", "description": "Staff accounts."},
             {"name": "tokens", "description": "Bearer tokens for scripts."},
+            {"name": "mqtt", "description": "Accounts of the embedded MQTT broker (agents, devices, integrations)."},
             {"name": "auth", "description": "Browser login and first-run setup (network listeners only)."},
             {"name": "ops", "description": "Probes, metrics and this document."},
         ],

@@ -6,12 +6,12 @@ use super::tables::*;
 use redb::{ReadableTable, WriteTransaction};
 
 /// The schema this binary writes.
-pub const SCHEMA_VERSION: u32 = 2;
+pub const SCHEMA_VERSION: u32 = 3;
 
 type Migration = fn(&WriteTransaction) -> Result<(), StoreError>;
 
 /// `MIGRATIONS[i]` takes the store from version `i` to `i + 1`; version 0 is empty.
-const MIGRATIONS: [Migration; SCHEMA_VERSION as usize] = [v1_initial, v2_tokens];
+const MIGRATIONS: [Migration; SCHEMA_VERSION as usize] = [v1_initial, v2_tokens, v3_mqtt_accounts];
 
 fn v1_initial(txn: &WriteTransaction) -> Result<(), StoreError> {
     // Opening a table in a write transaction creates it.
@@ -33,6 +33,12 @@ fn v1_initial(txn: &WriteTransaction) -> Result<(), StoreError> {
 fn v2_tokens(txn: &WriteTransaction) -> Result<(), StoreError> {
     txn.open_table(TOKENS)?;
     txn.open_table(TOKEN_IDS)?;
+    Ok(())
+}
+
+/// v3: MQTT accounts for the embedded broker.
+fn v3_mqtt_accounts(txn: &WriteTransaction) -> Result<(), StoreError> {
+    txn.open_table(MQTT_ACCOUNTS)?;
     Ok(())
 }
 

@@ -11,6 +11,7 @@ pub mod tables;
 pub use error::StoreError;
 pub use eventlog::{ChainHead, Event, EventBody, VerifyReport};
 
+use crate::domain::mqtt::MqttAccount;
 use crate::domain::{Role, Session, SessionId, Station, StationId, VenueState};
 use jiff::Timestamp;
 use redb::{
@@ -126,6 +127,18 @@ pub struct TokenRecord {
     pub created_at: Timestamp,
 }
 
+/// A stored MQTT account. Only the SHA-256 of its secret is kept.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct MqttAccountRecord {
+    #[serde(flatten)]
+    pub account: MqttAccount,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_hash: Option<String>,
+    pub created_at: Timestamp,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_issued_at: Option<Timestamp>,
+}
+
 /// A remembered answer to an idempotent request.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct IdempotencyRecord {
@@ -236,6 +249,11 @@ impl Store {
                 },
             );
         }
+        for entry in txn.open_table(MQTT_ACCOUNTS)?.iter()? {
+            let (_, v) = entry?;
+            let r: MqttAccountRecord = serde_json::from_slice(v.value())?;
+            state.mqtt.insert(r.account.name.clone(), r.account);
+        }
         let checkpoint = match txn.open_table(META)?.get(META_CHECKPOINT)? {
             Some(v) => Some(parse_ts(v.value())?),
             None => None,
@@ -246,6 +264,15 @@ impl Store {
             head,
             checkpoint,
         })
+    }
+
+    pub fn mqtt_account(&self, name: &str) -> Result<Option<MqttAccountRecord>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(MQTT_ACCOUNTS)?;
+        match table.get(name)? {
+            Some(v) => Ok(Some(serde_json::from_slice(v.value())?)),
+            None => Ok(None),
+        }
     }
 
     pub fn session(&self, id: SessionId) -> Result<Option<Session>, StoreError> {
@@ -422,6 +449,22 @@ pub mod write {
             None => return Err(StoreError::Corrupt(format!("token {id} has no record"))),
         };
         tokens.insert(hash.as_str(), serde_json::to_vec(&record)?.as_slice())?;
+        Ok(())
+    }
+
+    /// Read-modify-write of one MQTT account record; `None` makes a new one from `init`.
+    pub fn mqtt_account(
+        txn: &WriteTransaction,
+        name: &str,
+        update: impl FnOnce(Option<MqttAccountRecord>) -> Result<MqttAccountRecord, StoreError>,
+    ) -> Result<(), StoreError> {
+        let mut table = txn.open_table(MQTT_ACCOUNTS)?;
+        let current = match table.get(name)? {
+            Some(v) => Some(serde_json::from_slice(v.value())?),
+            None => None,
+        };
+        let next = update(current)?;
+        table.insert(name, serde_json::to_vec(&next)?.as_slice())?;
         Ok(())
     }
 

@@ -20,6 +20,9 @@ pub const TOKENS: TableDefinition<&str, &[u8]> = TableDefinition::new("tokens");
 /// Token public id -> secret hash, to revoke by id (schema v2).
 pub const TOKEN_IDS: TableDefinition<&str, &str> = TableDefinition::new("token_ids");
 
+/// MQTT accounts by user name, with the SHA-256 of their secret (schema v3).
+pub const MQTT_ACCOUNTS: TableDefinition<&str, &[u8]> = TableDefinition::new("mqtt_accounts");
+
 pub const META_SCHEMA_VERSION: &str = "schema_version";
 pub const META_CHECKPOINT: &str = "clock_checkpoint";
 pub const META_STORE_ID: &str = "store_id";

@@ -65,10 +65,11 @@ async fn a_long_log_verifies_with_sealed_segments() {
     busy_store(dir.path()).await;
     let (ok, out, err) = verify(dir.path());
     assert!(ok, "{err}");
-    // 2101 events plus the `clock_booted` this CLI run records: with no daemon running
-    // it opens the store itself, and that is audited too.
+    // 1 boot + 1100 stations with their agent accounts (2 events each) + 1000 sessions,
+    // plus the `clock_booted` this CLI run records: with no daemon running it opens the
+    // store itself, and that is audited too.
     assert!(
-        out.contains("2102 events") && out.contains("2 sealed segments"),
+        out.contains("3202 events") && out.contains("3 sealed segments"),
         "{out}"
     );
 }
@@ -79,18 +80,19 @@ async fn an_edited_event_is_named_as_the_first_broken_link() {
     busy_store(dir.path()).await;
     tamper(dir.path(), |txn| {
         let mut t = txn.open_table(EVENTS).unwrap();
-        let mut raw = t.get(1500).unwrap().unwrap().value().to_vec();
+        // Past the 2,201 boot and station events: a session start.
+        let mut raw = t.get(2600).unwrap().unwrap().value().to_vec();
         let body = String::from_utf8(raw.split_off(64)).unwrap();
         // Give the customer 10 hours instead of 10 minutes.
         let forged = body.replace("\"10m\"", "\"10h\"");
         assert_ne!(body, forged);
         raw.extend_from_slice(forged.as_bytes());
-        t.insert(1500, raw.as_slice()).unwrap();
+        t.insert(2600, raw.as_slice()).unwrap();
     });
     let (ok, _, err) = verify(dir.path());
     assert!(!ok);
     assert!(
-        err.contains("BROKEN at event 1500") && err.contains("edited"),
+        err.contains("BROKEN at event 2600") && err.contains("edited"),
         "{err}"
     );
 }
@@ -137,7 +139,7 @@ async fn pruning_a_sealed_segment_keeps_the_chain_verifiable() {
     });
     let (ok, out, err) = verify(dir.path());
     assert!(ok, "{err}");
-    assert!(out.contains("(1025..2102)"), "{out}");
+    assert!(out.contains("(1025..3202)"), "{out}");
     // But pruning into the middle of a segment is not retention; it is a hole.
     tamper(dir.path(), |txn| {
         let mut t = txn.open_table(EVENTS).unwrap();

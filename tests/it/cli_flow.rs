@@ -18,6 +18,12 @@ fn readme_tour_runs_a_session_through_its_whole_life() {
         let out = venued(d, &["station", "add", id, "--name", name, "--kind", "pc"]);
         assert!(out.status.success(), "{}", stderr(&out));
         assert!(stdout(&out).contains(&format!("station {id} added")));
+        // A PC's agent credentials come with it, once.
+        assert!(
+            stdout(&out).contains(&format!("username: agent:{id}")),
+            "{}",
+            stdout(&out)
+        );
     }
     let started = venued(d, &["session", "start", "pc-01", "30m"]);
     assert!(
@@ -92,7 +98,8 @@ fn readme_tour_runs_a_session_through_its_whole_life() {
     let verify = venued(d, &["audit", "verify"]);
     assert!(verify.status.success());
     assert!(
-        stdout(&verify).starts_with("chain OK: 9 events"),
+        // Boot, 2 × (station + its agent account), 6 session changes.
+        stdout(&verify).starts_with("chain OK: 11 events"),
         "{}",
         stdout(&verify)
     );
@@ -131,6 +138,8 @@ fn a_second_instance_on_the_same_data_dir_is_refused() {
         .arg("serve")
         .env("VENUED_DATA_DIR", d)
         .env("VENUED_HTTP_LISTEN", "127.0.0.1:0")
+        .env("VENUED_MQTT_LISTEN", "127.0.0.1:0")
+        .env("VENUED_MQTTS_LISTEN", "127.0.0.1:0")
         .stdin(std::process::Stdio::null())
         .output()
         .unwrap();

@@ -205,7 +205,8 @@ async fn the_stream_sends_each_committed_event_with_its_seq_type_and_json() {
     assert_eq!(seqs(&got), seqs_in_store(&engine, before));
     assert_eq!(got[0].seq(), added);
     assert_eq!(got[0].event.as_deref(), Some("station_added"));
-    assert_eq!(got[1].event.as_deref(), Some("session"));
+    assert_eq!(got[1].event.as_deref(), Some("mqtt_account_created"));
+    assert_eq!(got[2].event.as_deref(), Some("session"));
 
     // `data:` is the event exactly as /api/v1/events returns it.
     let (status, _, page) =
@@ -220,7 +221,7 @@ async fn the_stream_sends_each_committed_event_with_its_seq_type_and_json() {
         assert_eq!(data["seq"].as_u64(), Some(sse.seq()));
         assert_eq!(data["type"].as_str(), sse.event.as_deref());
     }
-    let session: Value = serde_json::from_str(&got[1].data).unwrap();
+    let session: Value = serde_json::from_str(&got[2].data).unwrap();
     assert_eq!(session["change"]["kind"], "started");
     engine.shutdown().await;
 }

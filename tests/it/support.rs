@@ -107,6 +107,8 @@ impl Daemon {
             .env("VENUED_DATA_DIR", dir)
             .env("VENUED_HTTP_LISTEN", listen)
             .env("VENUED_HTTPS_LISTEN", "127.0.0.1:0")
+            .env("VENUED_MQTT_LISTEN", "127.0.0.1:0")
+            .env("VENUED_MQTTS_LISTEN", "127.0.0.1:0")
             .env("VENUED_LOG", "warn")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -192,4 +194,13 @@ pub fn stdout(o: &Output) -> String {
 
 pub fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// A free loopback port (the small race with other tests is retried by the caller).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }

@@ -682,15 +682,6 @@ fn tls_show_prints_the_pinned_fingerprint_without_a_controller() {
     assert!(stdout(&again).contains(&fingerprint));
 }
 
-/// A free loopback port (the small race with other tests is retried by the caller).
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// Plain-HTTP GET; (status, headers, body).
 async fn http_get(port: u16, path: &str) -> (u16, hyper::HeaderMap, String) {
     let tcp = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
@@ -717,6 +708,8 @@ fn the_daemon_serves_https_with_its_own_ca_and_offers_the_ca_for_download() {
         .env("VENUED_DATA_DIR", dir.path())
         .env("VENUED_HTTP_LISTEN", format!("127.0.0.1:{http}"))
         .env("VENUED_HTTPS_LISTEN", format!("127.0.0.1:{https}"))
+        .env("VENUED_MQTT_LISTEN", "127.0.0.1:0")
+        .env("VENUED_MQTTS_LISTEN", "127.0.0.1:0")
         .env("VENUED_LOG", "warn")
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::null())
@@ -783,6 +776,8 @@ fn plain_http_redirects_to_https_when_configured() {
         .args(["serve", "--config"])
         .arg(&config)
         .env("VENUED_DATA_DIR", dir.path().join("data"))
+        .env("VENUED_MQTT_LISTEN", "127.0.0.1:0")
+        .env("VENUED_MQTTS_LISTEN", "127.0.0.1:0")
         .env("VENUED_LOG", "warn")
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::null())
