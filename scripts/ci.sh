@@ -5,11 +5,14 @@
 #
 # It needs a Rust stable toolchain installed with rustup (Debian 12 and newer). It runs
 # non-interactively, as any user including root, and installs only the tools that are missing:
-# cargo-nextest, cargo-deny, and the rustfmt and clippy components. Installing cargo-deny from
+# cargo-nextest, cargo-deny, the rustfmt and clippy components, and (scripts/test-tools.sh)
+# the MQTT clients the broker tests use: mosquitto-clients (apt) and paho-mqtt (PyPI, into
+# target/test-venv). Installing cargo-deny from
 # source takes about 3 minutes on a 2-core machine, once.
 #
 # Steps, in order; the first failing step stops the run:
-#   tools     make sure cargo-nextest, cargo-deny, rustfmt and clippy are available
+#   tools     make sure cargo-nextest, cargo-deny, rustfmt, clippy, mosquitto-clients and
+#             paho-mqtt are available
 #   fmt       cargo fmt --all -- --check
 #   clippy    cargo clippy --all-targets --locked -- -D warnings
 #   agent     cargo check --no-default-features --features agent (the agent-only build)
@@ -200,6 +203,9 @@ ensure_tools() {
             return 1
         fi
     done
+
+    # MQTT clients we did not write, for the broker tests (mosquitto-clients, paho-mqtt).
+    ./scripts/test-tools.sh
 }
 
 # ---------------------------------------------------------------------------------------------

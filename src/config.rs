@@ -206,6 +206,11 @@ pub struct MqttConfig {
     /// Time a new connection has to send CONNECT (and finish TLS).
     #[serde(with = "serde_dur::req")]
     pub connect_timeout: SignedDuration,
+    /// First wait before an unacknowledged agent command is resent; doubles each time.
+    #[serde(with = "serde_dur::req")]
+    pub command_retry: SignedDuration,
+    /// Sends of one agent command before the agent counts as unhealthy.
+    pub command_attempts: u32,
 }
 
 impl Default for MqttConfig {
@@ -219,6 +224,8 @@ impl Default for MqttConfig {
             publish_burst: 200,
             max_subscriptions: 64,
             connect_timeout: SignedDuration::from_secs(10),
+            command_retry: SignedDuration::from_secs(1),
+            command_attempts: 5,
         }
     }
 }
@@ -413,6 +420,18 @@ impl Config {
             self.mqtt.connect_timeout,
             SignedDuration::from_millis(100),
             secs(300),
+        )?;
+        range(
+            "mqtt.command-retry",
+            self.mqtt.command_retry,
+            SignedDuration::from_millis(10),
+            secs(60),
+        )?;
+        within(
+            "mqtt.command-attempts",
+            self.mqtt.command_attempts as usize,
+            1,
+            20,
         )?;
         if let Err(reason) = check_log_filter(&self.log.level) {
             return Err(("log.level", reason));

@@ -1,9 +1,11 @@
 //! Counters the MQTT front keeps, rendered into `/metrics` (Prometheus text format).
 
 use super::auth::{Kind, Refusal};
+use crate::domain::StationId;
+use std::collections::BTreeSet;
 use std::fmt::Write;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 
 /// The running broker's counters, for `/metrics` (one broker per process).
 static GLOBAL: OnceLock<Arc<BrokerMetrics>> = OnceLock::new();
@@ -37,6 +39,9 @@ pub struct BrokerMetrics {
     pub protocol_errors: AtomicU64,
     /// Bytes held in the front's per-connection buffers right now.
     pub buffer_bytes: AtomicI64,
+    /// PC stations whose agent left a command unanswered through every retry (cleared
+    /// by its next acknowledgement or `online` status).
+    pub unhealthy_agents: Arc<Mutex<BTreeSet<StationId>>>,
 }
 
 fn slot(kind: Kind) -> usize {
@@ -145,6 +150,17 @@ impl BrokerMetrics {
             "Clients disconnected for malformed packets or protocol violations.",
             "counter",
             &one(self.protocol_errors.load(Relaxed)),
+        );
+        let unhealthy = self
+            .unhealthy_agents
+            .lock()
+            .map(|s| s.len() as i64)
+            .unwrap_or(0);
+        metric(
+            "venued_mqtt_agents_unhealthy",
+            "PC agents that left a command unacknowledged through every retry.",
+            "gauge",
+            &[(String::new(), unhealthy)],
         );
         let buffers = self.buffer_bytes.load(Relaxed);
         metric(

@@ -8,18 +8,22 @@
 use super::Registry;
 use super::codec;
 use crate::domain::session::{Phase, Session, SessionPolicy};
-use crate::domain::{EventKind, StationId, VenueState};
-use crate::engine::Engine;
+use crate::domain::{Actor, Command, EventKind, StationId, VenueState};
+use crate::engine::{Engine, Request};
 use crate::protocol::{
-    self, ControllerStatus, PROTOCOL_VERSION, ProtocolError, RequestKind, RequestResponse,
-    SessionState, StationRequest, StationState, StationStatus, Topic, Warning,
+    self, AgentCommand, CommandAck, CommandAction, ControllerStatus, PROTOCOL_VERSION,
+    ProtocolError, RequestKind, RequestResponse, SessionState, StationRequest, StationState,
+    StationStatus, Topic, Warning,
 };
 use crate::store::Event;
 use jiff::Timestamp;
 use rumqttd::Notification;
 use rumqttd::local::{LinkRx, LinkTx};
 use rumqttd::protocol::QoS;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 use tokio::sync::{broadcast, watch};
 
 /// The state an agent needs, computed from the venue state at `now`.
@@ -106,6 +110,22 @@ fn touched(kind: &EventKind) -> Vec<StationId> {
     }
 }
 
+/// How agent commands are retried: `attempts` sends, `base`, 2×`base`, 4×`base`… apart,
+/// then one more interval to answer before the agent counts as unhealthy.
+#[derive(Clone, Copy, Debug)]
+pub struct Retry {
+    pub base: Duration,
+    pub attempts: u32,
+}
+
+/// A command sent to an agent and not yet acknowledged.
+struct Pending {
+    station: StationId,
+    payload: Vec<u8>,
+    sent: u32,
+    next: Instant,
+}
+
 /// The controller's link to the router.
 pub struct Controller {
     pub tx: LinkTx,
@@ -114,6 +134,9 @@ pub struct Controller {
     pub engine: Engine,
     pub policy: SessionPolicy,
     pub started_at: Timestamp,
+    retry: Retry,
+    pending: HashMap<String, Pending>,
+    unhealthy: Arc<Mutex<BTreeSet<StationId>>>,
 }
 
 /// Topics the controller reads.
@@ -124,7 +147,14 @@ pub const SUBSCRIPTIONS: [&str; 3] = [
 ];
 
 impl Controller {
-    pub fn new(tx: LinkTx, rx: LinkRx, engine: Engine, policy: SessionPolicy) -> Self {
+    pub fn new(
+        tx: LinkTx,
+        rx: LinkRx,
+        engine: Engine,
+        policy: SessionPolicy,
+        retry: Retry,
+        unhealthy: Arc<Mutex<BTreeSet<StationId>>>,
+    ) -> Self {
         let started_at = engine.now();
         Self {
             tx,
@@ -133,7 +163,119 @@ impl Controller {
             engine,
             policy,
             started_at,
+            retry,
+            pending: HashMap::new(),
+            unhealthy,
         }
+    }
+
+    fn set_health(&self, station: &StationId, healthy: bool) {
+        let mut set = self
+            .unhealthy
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if healthy {
+            set.remove(station);
+        } else {
+            set.insert(station.clone());
+        }
+    }
+
+    /// The engine records what agents did; never from the mirror's own loop, which must
+    /// keep serving the router.
+    fn record(&self, command: Command, actor: Actor) {
+        let engine = self.engine.clone();
+        tokio::spawn(async move {
+            if let Err(e) = engine.execute(Request::new(command, actor)).await {
+                tracing::warn!(error = %e, "cannot record an agent command outcome");
+            }
+        });
+    }
+
+    /// A command just committed: send it now and schedule its retries.
+    fn dispatch(&mut self, station: &StationId, id: &str, action: &CommandAction, at: Timestamp) {
+        let cmd = AgentCommand {
+            id: id.to_owned(),
+            issued_at: at,
+            action: action.clone(),
+        };
+        let payload = protocol::encode(&cmd);
+        self.queue(&protocol::station_cmd(station), &payload, false);
+        self.flush();
+        self.pending.insert(
+            id.to_owned(),
+            Pending {
+                station: station.clone(),
+                payload,
+                sent: 1,
+                next: Instant::now() + self.retry.base,
+            },
+        );
+    }
+
+    /// When the next retry or give-up is due.
+    fn next_due(&self) -> Option<Instant> {
+        self.pending.values().map(|p| p.next).min()
+    }
+
+    /// Resend what is due; give up on what has had every attempt.
+    fn retry_due(&mut self) {
+        let now = Instant::now();
+        let due: Vec<String> = self
+            .pending
+            .iter()
+            .filter(|(_, p)| p.next <= now)
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in due {
+            let Some(mut p) = self.pending.remove(&id) else {
+                continue;
+            };
+            if p.sent >= self.retry.attempts {
+                tracing::warn!(station = %p.station, id, attempts = p.sent, "agent did not acknowledge a command: marking it unhealthy");
+                self.set_health(&p.station, false);
+                self.record(
+                    Command::RecordCommandFailure {
+                        station: p.station,
+                        id,
+                        attempts: p.sent,
+                    },
+                    Actor::System,
+                );
+                continue;
+            }
+            tracing::debug!(station = %p.station, id, attempt = p.sent + 1, "resending an unacknowledged command");
+            self.queue(&protocol::station_cmd(&p.station), &p.payload, false);
+            p.next = now + self.retry.base * 2u32.saturating_pow(p.sent);
+            p.sent += 1;
+            self.pending.insert(id, p);
+        }
+        self.flush();
+    }
+
+    fn on_ack(&mut self, station: &StationId, ack: CommandAck) {
+        let known = self
+            .pending
+            .get(&ack.id)
+            .is_some_and(|p| p.station == *station);
+        if !known {
+            // A repeat, a late answer after we gave up, or noise: nothing to record.
+            tracing::debug!(%station, id = ack.id, "acknowledgement for no pending command");
+            return;
+        }
+        self.pending.remove(&ack.id);
+        self.set_health(station, true);
+        self.record(
+            Command::RecordCommandAck {
+                station: station.clone(),
+                id: ack.id,
+                ok: ack.ok,
+                error: ack.error,
+            },
+            Actor::Mqtt {
+                account: crate::domain::mqtt::agent_account(station),
+            },
+        );
     }
 
     fn next_pkid(&mut self) -> u16 {
@@ -193,6 +335,15 @@ impl Controller {
     }
 
     fn on_event(&mut self, event: &Event) {
+        if let EventKind::StationCommandSent {
+            station,
+            id,
+            action,
+        } = &event.body.kind
+        {
+            self.dispatch(station, id, action, event.body.at);
+            return;
+        }
         let stations = touched(&event.body.kind);
         if stations.is_empty() {
             return;
@@ -217,14 +368,10 @@ impl Controller {
     fn on_publish(&mut self, topic: &str, payload: &[u8]) {
         match protocol::parse(topic) {
             Some(Topic::StationRequest(station)) => self.on_request(&station, payload),
-            Some(Topic::StationAck(station)) => {
-                match protocol::decode::<protocol::CommandAck>(payload) {
-                    Ok(ack) => {
-                        tracing::debug!(%station, id = ack.id, ok = ack.ok, "agent acknowledged a command")
-                    }
-                    Err(e) => tracing::info!(%station, error = %e, "malformed command ack ignored"),
-                }
-            }
+            Some(Topic::StationAck(station)) => match protocol::decode::<CommandAck>(payload) {
+                Ok(ack) => self.on_ack(&station, ack),
+                Err(e) => tracing::info!(%station, error = %e, "malformed command ack ignored"),
+            },
             Some(Topic::AgentStatus(station)) => {
                 match protocol::decode::<protocol::AgentStatus>(payload) {
                     Ok(s) => {
@@ -232,6 +379,7 @@ impl Controller {
                         // The retained state it just received may be hours old; a fresh
                         // copy (same seq, new server_time) lets it count time correctly.
                         if s.online {
+                            self.set_health(&station, true);
                             self.republish(&station);
                         }
                     }
@@ -310,6 +458,7 @@ pub async fn run(
     mut stop: watch::Receiver<bool>,
 ) {
     loop {
+        let due = ctl.next_due();
         tokio::select! {
             ev = events.recv() => match ev {
                 Ok(event) => {
@@ -336,10 +485,18 @@ pub async fn run(
                     break;
                 }
             },
+            () = sleep_until(due) => ctl.retry_due(),
             _ = stop.changed() => break,
         }
     }
     ctl.publish_status(false);
+}
+
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at.into()).await,
+        None => std::future::pending().await,
+    }
 }
 
 /// A revoked account, a rotated secret or a removed station ends open connections now.

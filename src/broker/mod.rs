@@ -247,7 +247,18 @@ impl Broker {
             tx.subscribe(filter)
                 .map_err(|e| BrokerError::Router(e.to_string()))?;
         }
-        let mut controller = mirror::Controller::new(tx, rx, engine.clone(), policy);
+        let retry = mirror::Retry {
+            base: config.command_retry.unsigned_abs(),
+            attempts: config.command_attempts,
+        };
+        let mut controller = mirror::Controller::new(
+            tx,
+            rx,
+            engine.clone(),
+            policy,
+            retry,
+            shared.metrics.unhealthy_agents.clone(),
+        );
         controller.publish_status(true);
         controller.publish_all();
         let mut tasks = vec![tokio::spawn(mirror::run(

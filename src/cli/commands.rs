@@ -5,7 +5,7 @@ use crate::config::Config;
 use crate::domain::time::human;
 use crate::domain::{Phase, SessionId, StationKind};
 use crate::http::api_types::{
-    AddedStation, ClockView, CommandResult, EventPage, SessionView, StationView,
+    AddedStation, ClockView, CommandResult, EventPage, SentCommand, SessionView, StationView,
 };
 use crate::store::VerifyReport;
 use clap::{Args, Subcommand};
@@ -66,6 +66,19 @@ pub enum StationCmd {
         id: String,
         #[command(flatten)]
         m: Mutating,
+    },
+    /// Send a command to a PC's agent; it is resent until the agent acknowledges it.
+    Send {
+        id: String,
+        #[arg(value_parser = ["lock", "unlock", "message", "logout", "shutdown", "restart"])]
+        action: String,
+        /// The text of a `message`.
+        #[arg(long)]
+        text: Option<String>,
+        #[command(flatten)]
+        m: Mutating,
+        #[command(flatten)]
+        o: Output,
     },
 }
 
@@ -430,6 +443,34 @@ async fn station(client: &Client, cmd: StationCmd, tz: &TimeZone) -> Result<Exit
                     println!("  username: {}", agent.username);
                     println!("  password: {}", agent.password);
                 }
+            }
+        }
+        StationCmd::Send {
+            id,
+            action,
+            text,
+            m,
+            o,
+        } => {
+            let body = match text {
+                Some(text) => json!({ "type": action, "text": text }),
+                None => json!({ "type": action }),
+            };
+            let r: SentCommand = client
+                .call(
+                    Method::POST,
+                    &format!("/api/v1/stations/{}/commands", encode(&id)),
+                    Some(&body),
+                    m.idempotency_key.as_deref(),
+                )
+                .await?;
+            if o.json {
+                print_json(&r);
+            } else {
+                println!(
+                    "{action} for {} accepted as {}; `venued audit log` shows when the agent acknowledges it",
+                    r.station, r.id
+                );
             }
         }
         StationCmd::List { o } => {
@@ -845,6 +886,17 @@ fn event_label(kind: &crate::domain::EventKind) -> String {
             format!("login_failed {name:?} from {from}: {reason}")
         }
         EventKind::MqttAccountCreated { name, .. } => format!("mqtt_account_created {name}"),
+        EventKind::StationCommandSent { station, id, .. } => {
+            format!("station_command_sent {id} to {station}")
+        }
+        EventKind::StationCommandAcked {
+            station, id, ok, ..
+        } => format!("station_command_acked {id} by {station} ok={ok}"),
+        EventKind::StationCommandFailed {
+            station,
+            id,
+            attempts,
+        } => format!("station_command_failed {id} to {station} after {attempts} attempts"),
         EventKind::MqttSecretIssued { name } => format!("mqtt_secret_issued {name}"),
         EventKind::MqttAccountRevoked { name } => format!("mqtt_account_revoked {name}"),
     }

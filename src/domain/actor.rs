@@ -15,6 +15,8 @@ pub enum Actor {
     },
     /// A logged-in staff account.
     User { name: String },
+    /// An MQTT client (a PC agent, a plug, an integration), by account.
+    Mqtt { account: String },
 }
 
 impl fmt::Display for Actor {
@@ -24,6 +26,7 @@ impl fmt::Display for Actor {
             Actor::Local { uid: Some(uid) } => write!(f, "local(uid {uid})"),
             Actor::Local { uid: None } => f.write_str("local"),
             Actor::User { name } => write!(f, "user {name}"),
+            Actor::Mqtt { account } => write!(f, "mqtt {account}"),
         }
     }
 }

@@ -5,6 +5,7 @@ use super::ids::{SessionId, StationId};
 use super::mqtt::MqttScope;
 use super::station::StationKind;
 use super::time::serde_dur;
+use crate::protocol::CommandAction;
 use jiff::{SignedDuration, Timestamp};
 use serde::{Deserialize, Serialize};
 
@@ -82,6 +83,27 @@ pub enum Command {
     RevokeMqttAccount {
         name: String,
     },
+    /// Send a command to a PC station's agent (delivered over MQTT, retried until
+    /// acknowledged). `id` is chosen by the caller and unique.
+    SendToStation {
+        station: StationId,
+        id: String,
+        action: CommandAction,
+    },
+    /// The agent's answer to a command, as the broker received it.
+    RecordCommandAck {
+        station: StationId,
+        id: String,
+        ok: bool,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        error: Option<String>,
+    },
+    /// A command went unanswered through every retry: the agent is unhealthy.
+    RecordCommandFailure {
+        station: StationId,
+        id: String,
+        attempts: u32,
+    },
     /// A login attempt, successful or not, for the audit trail.
     RecordLogin {
         name: String,
@@ -109,6 +131,9 @@ impl Command {
             Self::RevokeToken { .. } => "revoke_token",
             Self::RecordLogin { .. } => "record_login",
             Self::CreateMqttAccount { .. } => "create_mqtt_account",
+            Self::SendToStation { .. } => "send_to_station",
+            Self::RecordCommandAck { .. } => "record_command_ack",
+            Self::RecordCommandFailure { .. } => "record_command_failure",
             Self::RotateMqttSecret { .. } => "rotate_mqtt_secret",
             Self::RevokeMqttAccount { .. } => "revoke_mqtt_account",
         }

@@ -12,6 +12,7 @@ use super::session::{Session, SessionChange, SessionPolicy};
 use super::station::{MAX_NAME_LEN, Station};
 use super::time::serde_dur;
 use super::timekeeping::{Correction, OutagePolicy, TrustSource};
+use crate::protocol::CommandAction;
 use jiff::{SignedDuration, Timestamp};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -97,6 +98,25 @@ pub enum EventKind {
     },
     MqttAccountRevoked {
         name: String,
+    },
+    /// A command for a station's agent was queued for delivery.
+    StationCommandSent {
+        station: StationId,
+        id: String,
+        action: CommandAction,
+    },
+    StationCommandAcked {
+        station: StationId,
+        id: String,
+        ok: bool,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        error: Option<String>,
+    },
+    /// No answer after every retry: the agent is considered unhealthy.
+    StationCommandFailed {
+        station: StationId,
+        id: String,
+        attempts: u32,
     },
     /// The untrusted wall clock disagreed with the venue clock and was not followed.
     ClockJumpIgnored {
@@ -356,6 +376,70 @@ impl VenueState {
                 self.live_mqtt(name)?;
                 Ok(vec![EventKind::MqttAccountRevoked { name: name.clone() }])
             }
+            Command::SendToStation {
+                station,
+                id,
+                action,
+            } => {
+                let s = self.station(station)?;
+                if s.kind != super::station::StationKind::Pc {
+                    return Err(DomainError::InvalidField {
+                        field: "station",
+                        reason: "is not a PC: only PCs run an agent",
+                    });
+                }
+                if id.is_empty() || id.len() > 64 || id.chars().any(char::is_control) {
+                    return Err(DomainError::InvalidField {
+                        field: "id",
+                        reason: "must be 1-64 characters",
+                    });
+                }
+                match action {
+                    CommandAction::Message { text }
+                        if text.trim().is_empty() || text.chars().count() > MAX_REASON_LEN =>
+                    {
+                        return Err(DomainError::InvalidField {
+                            field: "text",
+                            reason: "must be 1-500 characters",
+                        });
+                    }
+                    // Nobody plays for free: unlocking needs a session to unlock for.
+                    CommandAction::Unlock if self.session_on(station).is_none() => {
+                        return Err(DomainError::InvalidField {
+                            field: "type",
+                            reason: "unlock needs a session on the station",
+                        });
+                    }
+                    _ => {}
+                }
+                Ok(vec![EventKind::StationCommandSent {
+                    station: station.clone(),
+                    id: id.clone(),
+                    action: action.clone(),
+                }])
+            }
+            Command::RecordCommandAck {
+                station,
+                id,
+                ok,
+                error,
+            } => Ok(vec![EventKind::StationCommandAcked {
+                station: station.clone(),
+                id: id.chars().take(64).collect(),
+                ok: *ok,
+                error: error
+                    .as_ref()
+                    .map(|e| e.chars().take(MAX_REASON_LEN).collect()),
+            }]),
+            Command::RecordCommandFailure {
+                station,
+                id,
+                attempts,
+            } => Ok(vec![EventKind::StationCommandFailed {
+                station: station.clone(),
+                id: id.clone(),
+                attempts: *attempts,
+            }]),
             Command::RecordLogin {
                 name,
                 from,
@@ -465,7 +549,10 @@ impl VenueState {
                     a.revoked = true;
                 }
             }
-            EventKind::LoggedIn { .. }
+            EventKind::StationCommandSent { .. }
+            | EventKind::StationCommandAcked { .. }
+            | EventKind::StationCommandFailed { .. }
+            | EventKind::LoggedIn { .. }
             | EventKind::LoginFailed { .. }
             | EventKind::ClockBooted { .. }
             | EventKind::ClockCorrected { .. }

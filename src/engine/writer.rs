@@ -505,7 +505,10 @@ impl Writer {
                 r.secret_hash = None;
                 Ok(r)
             })?,
-            EventKind::LoggedIn { .. }
+            EventKind::StationCommandSent { .. }
+            | EventKind::StationCommandAcked { .. }
+            | EventKind::StationCommandFailed { .. }
+            | EventKind::LoggedIn { .. }
             | EventKind::LoginFailed { .. }
             | EventKind::ClockBooted { .. }
             | EventKind::ClockCorrected { .. }

@@ -179,7 +179,7 @@ fn parse_session_id(raw: &str) -> Result<SessionId, ApiError> {
     })
 }
 
-fn parse_station_id(raw: &str) -> Result<StationId, ApiError> {
+pub(super) fn parse_station_id(raw: &str) -> Result<StationId, ApiError> {
     StationId::parse(raw).map_err(|e| ApiError::invalid("invalid_station_id", e.to_string()))
 }
 

@@ -49,6 +49,8 @@ pub fn required(method: &Method, route: &str) -> Option<Permission> {
             | "/api/v1/sessions/{id}/transfer"
             | "/api/v1/sessions/{id}/stop",
         ) => RunSessions,
+        // Floor staff lock, message and log off PCs as part of running sessions.
+        ("POST", "/api/v1/stations/{id}/commands") => RunSessions,
         ("GET", "/api/v1/events" | "/api/v1/stream") => ReadEvents,
         ("GET", "/api/v1/audit/verify") => VerifyAudit,
         ("GET" | "POST", "/api/v1/users") => ManageUsers,

@@ -10,6 +10,7 @@ pub mod metrics;
 pub mod metrics_hook;
 pub mod mqtt_accounts;
 pub mod openapi;
+mod station_commands;
 pub mod stream;
 
 /// Response types of the API, for clients (the CLI, tests).
@@ -18,6 +19,7 @@ pub mod api_types {
         AddedStation, ClockView, CommandResult, EventPage, Readiness, SessionView, StationView,
     };
     pub use super::mqtt_accounts::{CreatedAccount, MqttCredentials};
+    pub use super::station_commands::SentCommand;
 }
 mod error;
 mod extract;
@@ -74,6 +76,7 @@ pub fn router(engine: Engine) -> Router {
     api::routes()
         .merge(auth::token_routes())
         .merge(mqtt_accounts::routes())
+        .merge(station_commands::routes())
         .merge(api::ops_routes())
         .merge(stream::routes())
         .merge(metrics::routes())
@@ -95,6 +98,7 @@ pub fn network_router(engine: Engine, auth: auth::Auth, https: bool) -> Router {
     let protected = api::routes()
         .merge(auth::token_routes())
         .merge(mqtt_accounts::routes())
+        .merge(station_commands::routes())
         .merge(auth::logout_routes())
         .merge(stream::routes())
         .merge(metrics::routes());

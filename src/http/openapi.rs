@@ -181,6 +181,7 @@ use super::api::{
 };
 use super::auth::{CreatedToken, Login, LoginAnswer, NewToken, Setup, TokenView};
 use super::mqtt_accounts::{CreatedAccount, NewAccount};
+use super::station_commands::{SendCommand, SentCommand};
 use super::stream::StreamQuery;
 use crate::domain::mqtt::MqttAccount;
 use crate::engine::Reply;
@@ -326,6 +327,34 @@ pub const ROUTES: &[RouteDoc] = &[
             "stations",
             "Remove a station that has no session",
             REPLY,
+        )
+    },
+    RouteDoc {
+        method: "POST",
+        description: "Recorded, then delivered to the PC's agent over MQTT and resent until \
+                      acknowledged (`mqtt.command-retry`, `mqtt.command-attempts`). The \
+                      outcome arrives as a `station_command_acked` or \
+                      `station_command_failed` event with the same id. `unlock` needs a \
+                      session on the station.",
+        path_params: STATION_ID,
+        body: Some(Body {
+            schema: schema::<SendCommand>,
+            required: true,
+            example: r#"{"type": "message", "text": "Your pizza is ready at the bar"}"#,
+        }),
+        answers: &[ok(
+            202,
+            "Accepted: recorded and being delivered.",
+            Content::Json(schema::<SentCommand>),
+        )],
+        idempotent: true,
+        errors: &["invalid_station_id", "station_not_found", "invalid_field"],
+        ..read(
+            "/api/v1/stations/{id}/commands",
+            "sendStationCommand",
+            "stations",
+            "Send a command to a PC's agent",
+            &[],
         )
     },
     // ---- sessions ----

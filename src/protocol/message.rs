@@ -128,7 +128,7 @@ pub struct AgentCommand {
 }
 
 /// What an [`AgentCommand`] asks for, tagged by `"type"`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum CommandAction {
     Lock,

@@ -10,6 +10,7 @@ mod clock_trust;
 mod config_fixtures;
 mod crash;
 mod mqtt;
+mod mqtt_clients;
 mod network_api;
 mod openapi;
 mod power_cut;

@@ -29,10 +29,21 @@ impl MqttDaemon {
         Self::start_with(dir, &[])
     }
 
+    /// With a configuration file holding `toml`.
+    pub fn start_config(dir: &Path, toml: &str) -> Self {
+        let file = dir.join("venued.toml");
+        std::fs::write(&file, toml).unwrap();
+        Self::start_with(dir, &[("VENUED_CONFIG_FILE", file.to_str().unwrap())])
+    }
+
     pub fn start_with(dir: &Path, env: &[(&str, &str)]) -> Self {
         let (plain, tls) = (free_port(), free_port());
         let log = dir.join(format!("serve-{plain}.log"));
         let mut cmd = Command::new(BIN);
+        let config = env.iter().find(|(k, _)| *k == "VENUED_CONFIG_FILE");
+        if let Some((_, file)) = config {
+            cmd.args(["--config", file]);
+        }
         cmd.arg("serve")
             .env("VENUED_DATA_DIR", dir.join("data"))
             .env("VENUED_HTTP_LISTEN", "")
@@ -44,7 +55,7 @@ impl MqttDaemon {
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap());
-        for (k, v) in env {
+        for (k, v) in env.iter().filter(|(k, _)| *k != "VENUED_CONFIG_FILE") {
             cmd.env(k, v);
         }
         let child = cmd.spawn().unwrap();
@@ -397,7 +408,7 @@ async fn agents_reach_only_their_own_station() {
     assert_eq!(payload, br#"{"id":"mine","ok":true}"#);
 
     // The front counted the denials.
-    let metrics = venued_metrics(&d);
+    let metrics = metrics_of(&d);
     assert!(
         metrics.contains("venued_mqtt_acl_denied_total{op=\"publish\"} 3"),
         "{metrics}"
@@ -407,7 +418,7 @@ async fn agents_reach_only_their_own_station() {
 }
 
 /// `/metrics` through the control socket.
-fn venued_metrics(d: &MqttDaemon) -> String {
+pub fn metrics_of(d: &MqttDaemon) -> String {
     let rt_socket = d.dir.join("venued.sock");
     let out = Command::new("curl")
         .args(["-s", "--unix-socket"])

@@ -595,6 +595,7 @@ async fn requests_built_from_the_documented_examples_are_accepted() {
         "listStations",
         "addStation",
         "getStation",
+        "sendStationCommand",
         "listZones",
         "startSession",
         "listSessions",
