@@ -67,6 +67,14 @@ pub enum StationCmd {
         #[command(flatten)]
         m: Mutating,
     },
+    /// Issue a single-use enrollment code for a PC's agent (valid 15 minutes).
+    Enroll {
+        id: String,
+        #[command(flatten)]
+        m: Mutating,
+        #[command(flatten)]
+        o: Output,
+    },
     /// Send a command to a PC's agent; it is resent until the agent acknowledges it.
     Send {
         id: String,
@@ -332,7 +340,7 @@ async fn dispatch(
 ) -> Result<ExitCode, ClientError> {
     use super::Cmd;
     match cmd {
-        Cmd::Serve | Cmd::Config(_) | Cmd::Tls(_) => Ok(ExitCode::SUCCESS),
+        Cmd::Serve | Cmd::Config(_) | Cmd::Tls(_) | Cmd::Agent(_) => Ok(ExitCode::SUCCESS),
         Cmd::Station(cmd) => station(client, cmd, tz).await,
         Cmd::Session(cmd) => session(client, cmd, tz).await,
         Cmd::User(cmd) => user(client, cmd).await,
@@ -443,6 +451,29 @@ async fn station(client: &Client, cmd: StationCmd, tz: &TimeZone) -> Result<Exit
                     println!("  username: {}", agent.username);
                     println!("  password: {}", agent.password);
                 }
+            }
+        }
+        StationCmd::Enroll { id, m, o } => {
+            let r: Value = client
+                .call(
+                    Method::POST,
+                    &format!("/api/v1/stations/{}/enrollment", encode(&id)),
+                    None,
+                    m.idempotency_key.as_deref(),
+                )
+                .await?;
+            if o.json {
+                print_json(&r);
+            } else {
+                let code = r["code"].as_str().unwrap_or("");
+                println!("enrollment code for {id}: {code}");
+                println!(
+                    "valid until {} and once; on the PC run:",
+                    r["expires_at"].as_str().unwrap_or("?")
+                );
+                println!(
+                    "  venued agent enroll --controller https://<this box>:8443 --code {code}"
+                );
             }
         }
         StationCmd::Send {
@@ -886,6 +917,10 @@ fn event_label(kind: &crate::domain::EventKind) -> String {
             format!("login_failed {name:?} from {from}: {reason}")
         }
         EventKind::MqttAccountCreated { name, .. } => format!("mqtt_account_created {name}"),
+        EventKind::EnrollmentCreated { station, id, .. } => {
+            format!("enrollment_created {id} for {station}")
+        }
+        EventKind::AgentEnrolled { station, id } => format!("agent_enrolled {station} with {id}"),
         EventKind::StationCommandSent { station, id, .. } => {
             format!("station_command_sent {id} to {station}")
         }

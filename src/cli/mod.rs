@@ -2,6 +2,7 @@
 
 mod client;
 mod commands;
+mod enroll;
 mod mqtt;
 mod serve;
 
@@ -55,9 +56,63 @@ enum Cmd {
     /// Show the venue clock, or confirm the time as staff.
     #[command(subcommand)]
     Clock(commands::ClockCmd),
+    /// The PC agent (enrollment today; `run` and the OS services come with the agent).
+    #[command(subcommand)]
+    Agent(AgentCmd),
     /// The box's CA and HTTPS certificate (files only; no running controller needed).
     #[command(subcommand)]
     Tls(commands::TlsCmd),
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum AgentCmd {
+    /// Fetch this PC's MQTT credentials and the box CA with a code from staff
+    /// (`venued station enroll <id>` on the controller).
+    Enroll {
+        /// The controller's HTTPS address, e.g. https://192.168.1.10:8443.
+        #[arg(long)]
+        controller: String,
+        #[arg(long)]
+        code: String,
+        /// Where to keep agent.json and ca.pem (default: /etc/venued-agent as root,
+        /// else ~/.config/venued-agent).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
+}
+
+fn agent(cmd: AgentCmd) -> ExitCode {
+    let AgentCmd::Enroll {
+        controller,
+        code,
+        dir,
+    } = cmd;
+    let dir = dir.unwrap_or_else(enroll::default_dir);
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(enroll::enroll(&controller, &code, &dir)) {
+        Ok(creds) => {
+            println!(
+                "enrolled as {} for station {}; credentials and CA saved in {}",
+                creds.username,
+                creds.station,
+                dir.display()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 pub fn main() -> ExitCode {
@@ -65,6 +120,11 @@ pub fn main() -> ExitCode {
     if let Cmd::Config(cmd) = &cli.command {
         return commands::config(cmd);
     }
+    // The agent runs on a PC, with nothing of the controller's configuration.
+    let cli = match cli.command {
+        Cmd::Agent(cmd) => return agent(cmd),
+        _ => cli,
+    };
     let config = match load_config(&cli) {
         Ok(c) => c,
         Err(e) => {

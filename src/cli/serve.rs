@@ -35,6 +35,42 @@ pub async fn run(config: Config) -> Result<(), String> {
         }
     };
 
+    let identity = if config.tls.https_listen.is_empty() && config.mqtt.tls_listen.is_empty() {
+        None
+    } else {
+        Some(tls_identity(&config).await?)
+    };
+    // The broker republishes every retained station state before its listeners open.
+    let broker = crate::broker::Broker::start(
+        &config.mqtt,
+        engine.clone(),
+        config.session_policy(),
+        identity.clone().map(|(tls, _, _)| {
+            // HTTPS offers ALPN http/1.1; an MQTT client offering its own must not fail.
+            let mut mqtt = (*tls).clone();
+            mqtt.alpn_protocols.clear();
+            tokio_rustls::TlsAcceptor::from(Arc::new(mqtt))
+        }),
+        broker_stop,
+    )
+    .await
+    .map_err(|e| e.to_string())?;
+    let mqtt_urls: Vec<String> = broker
+        .plain
+        .iter()
+        .map(|a| format!("mqtt://{a}"))
+        .chain(broker.tls.iter().map(|a| format!("mqtts://{a}")))
+        .collect();
+
+    // What enrollment hands to agents: the CA to pin and where MQTT over TLS listens.
+    let box_ca = identity.as_ref().map(|(_, pem, fingerprint)| {
+        Arc::new(crate::http::enrollment::BoxCa {
+            pem: pem.clone(),
+            fingerprint: fingerprint.clone(),
+            mqtt_tls_ports: broker.tls.iter().map(|a| a.port()).collect(),
+        })
+    });
+
     // We hold the store's lock, so a socket file left behind is stale.
     let socket = config.socket_path();
     let _ = std::fs::remove_file(&socket);
@@ -44,6 +80,7 @@ pub async fn run(config: Config) -> Result<(), String> {
     let mut servers = vec![tokio::spawn(crate::http::serve_socket(
         listener,
         engine.clone(),
+        box_ca.clone(),
         stopped(),
     ))];
 
@@ -64,11 +101,6 @@ pub async fn run(config: Config) -> Result<(), String> {
     // HTTPS first, so plain HTTP knows where to redirect and both can offer the CA.
     let mut https_ports = Vec::new();
     let mut ca_routes = None;
-    let identity = if config.tls.https_listen.is_empty() && config.mqtt.tls_listen.is_empty() {
-        None
-    } else {
-        Some(tls_identity(&config).await?)
-    };
     if let Some((tls_config, ca_pem, fingerprint)) = identity
         .clone()
         .filter(|_| !config.tls.https_listen.is_empty())
@@ -85,6 +117,7 @@ pub async fn run(config: Config) -> Result<(), String> {
             let app = with_ca(
                 crate::http::network_router(engine.clone(), auth.clone(), true),
                 &ca_routes,
+                &box_ca,
             );
             servers.push(tokio::spawn(crate::tls::serve_https(
                 listener,
@@ -109,6 +142,7 @@ pub async fn run(config: Config) -> Result<(), String> {
                 with_ca(
                     crate::http::network_router(engine.clone(), auth.clone(), false),
                     &ca_routes,
+                    &box_ca,
                 )
             }
         };
@@ -119,23 +153,6 @@ pub async fn run(config: Config) -> Result<(), String> {
             stopped(),
         )));
     }
-
-    // The broker republishes every retained station state before its listeners open.
-    let broker = crate::broker::Broker::start(
-        &config.mqtt,
-        engine.clone(),
-        config.session_policy(),
-        identity.map(|(tls, _, _)| tokio_rustls::TlsAcceptor::from(tls)),
-        broker_stop,
-    )
-    .await
-    .map_err(|e| e.to_string())?;
-    let mqtt_urls: Vec<String> = broker
-        .plain
-        .iter()
-        .map(|a| format!("mqtt://{a}"))
-        .chain(broker.tls.iter().map(|a| format!("mqtts://{a}")))
-        .collect();
 
     let snap = engine.snapshot();
     tracing::info!(
@@ -177,9 +194,17 @@ pub async fn run(config: Config) -> Result<(), String> {
     Ok(())
 }
 
-fn with_ca(app: axum::Router, ca: &Option<axum::Router>) -> axum::Router {
-    match ca {
+fn with_ca(
+    app: axum::Router,
+    ca: &Option<axum::Router>,
+    box_ca: &Option<Arc<crate::http::enrollment::BoxCa>>,
+) -> axum::Router {
+    let app = match ca {
         Some(ca) => app.merge(ca.clone()),
+        None => app,
+    };
+    match box_ca {
+        Some(b) => app.layer(axum::Extension(b.clone())),
         None => app,
     }
 }

@@ -104,6 +104,17 @@ pub enum Command {
         id: String,
         attempts: u32,
     },
+    /// A single-use code with which a PC's agent fetches its credentials; the code's
+    /// hash travels beside the command.
+    CreateEnrollment {
+        station: StationId,
+        id: String,
+        expires_at: Timestamp,
+    },
+    /// Spend an enrollment code: the agent gets a new secret (hash beside the command).
+    Enroll {
+        id: String,
+    },
     /// A login attempt, successful or not, for the audit trail.
     RecordLogin {
         name: String,
@@ -132,6 +143,8 @@ impl Command {
             Self::RecordLogin { .. } => "record_login",
             Self::CreateMqttAccount { .. } => "create_mqtt_account",
             Self::SendToStation { .. } => "send_to_station",
+            Self::CreateEnrollment { .. } => "create_enrollment",
+            Self::Enroll { .. } => "enroll",
             Self::RecordCommandAck { .. } => "record_command_ack",
             Self::RecordCommandFailure { .. } => "record_command_failure",
             Self::RotateMqttSecret { .. } => "rotate_mqtt_secret",

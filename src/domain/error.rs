@@ -55,6 +55,12 @@ pub enum DomainError {
     MqttAccountExists(String),
     #[error("MQTT account {0:?} is revoked")]
     MqttAccountRevoked(String),
+    #[error("this enrollment code does not exist")]
+    UnknownEnrollment,
+    #[error("this enrollment code was already used; ask staff for a new one")]
+    EnrollmentUsed,
+    #[error("this enrollment code has expired; ask staff for a new one")]
+    EnrollmentExpired,
 }
 
 impl DomainError {
@@ -80,6 +86,9 @@ impl DomainError {
             Self::UnknownMqttAccount(_) => "mqtt_account_not_found",
             Self::MqttAccountExists(_) => "mqtt_account_exists",
             Self::MqttAccountRevoked(_) => "mqtt_account_revoked",
+            Self::UnknownEnrollment => "enrollment_not_found",
+            Self::EnrollmentUsed => "enrollment_used",
+            Self::EnrollmentExpired => "enrollment_expired",
         }
     }
 
@@ -91,7 +100,8 @@ impl DomainError {
             | Self::UnknownSession(_)
             | Self::UnknownUser(_)
             | Self::UnknownToken(_)
-            | Self::UnknownMqttAccount(_) => ErrorKind::NotFound,
+            | Self::UnknownMqttAccount(_)
+            | Self::UnknownEnrollment => ErrorKind::NotFound,
             Self::StationExists(_)
             | Self::StationBusy { .. }
             | Self::SessionEnded(_)
@@ -101,7 +111,9 @@ impl DomainError {
             | Self::UserExists(_)
             | Self::TokenRevoked(_)
             | Self::MqttAccountExists(_)
-            | Self::MqttAccountRevoked(_) => ErrorKind::Conflict,
+            | Self::MqttAccountRevoked(_)
+            | Self::EnrollmentUsed
+            | Self::EnrollmentExpired => ErrorKind::Conflict,
             Self::InvalidDuration { .. }
             | Self::TooLong { .. }
             | Self::InvalidField { .. }

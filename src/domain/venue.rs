@@ -99,6 +99,17 @@ pub enum EventKind {
     MqttAccountRevoked {
         name: String,
     },
+    /// An enrollment code was issued for a PC's agent (the code itself is never logged).
+    EnrollmentCreated {
+        station: StationId,
+        id: String,
+        expires_at: Timestamp,
+    },
+    /// An agent fetched its credentials with an enrollment code.
+    AgentEnrolled {
+        station: StationId,
+        id: String,
+    },
     /// A command for a station's agent was queued for delivery.
     StationCommandSent {
         station: StationId,
@@ -140,6 +151,8 @@ pub struct VenueState {
     pub tokens: BTreeMap<String, TokenInfo>,
     /// MQTT accounts by user name (secrets only in the store, hashed).
     pub mqtt: BTreeMap<String, MqttAccount>,
+    /// Enrollment codes not yet used, by public id (codes only in the store, hashed).
+    pub enrollments: BTreeMap<String, Enrollment>,
     pub next_session: u64,
 }
 
@@ -151,6 +164,12 @@ pub struct TokenInfo {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expires_at: Option<Timestamp>,
     pub revoked: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Enrollment {
+    pub station: StationId,
+    pub expires_at: Timestamp,
 }
 
 /// Upper bound on free-text reasons staff attach to commands.
@@ -376,6 +395,49 @@ impl VenueState {
                 self.live_mqtt(name)?;
                 Ok(vec![EventKind::MqttAccountRevoked { name: name.clone() }])
             }
+            Command::CreateEnrollment {
+                station,
+                id,
+                expires_at,
+            } => {
+                let agent = mqtt::agent_account(station);
+                if self.station(station)?.kind != super::station::StationKind::Pc {
+                    return Err(DomainError::InvalidField {
+                        field: "station",
+                        reason: "is not a PC: only PCs run an agent",
+                    });
+                }
+                self.live_mqtt(&agent)?;
+                if *expires_at <= now || self.enrollments.contains_key(id) || !secret_given {
+                    return Err(DomainError::InvalidField {
+                        field: "id",
+                        reason: "must be new, with a code and a future expiry",
+                    });
+                }
+                Ok(vec![EventKind::EnrollmentCreated {
+                    station: station.clone(),
+                    id: id.clone(),
+                    expires_at: *expires_at,
+                }])
+            }
+            Command::Enroll { id } => {
+                let e = self
+                    .enrollments
+                    .get(id)
+                    .ok_or(DomainError::EnrollmentUsed)?;
+                if e.expires_at <= now {
+                    return Err(DomainError::EnrollmentExpired);
+                }
+                let agent = mqtt::agent_account(&e.station);
+                self.live_mqtt(&agent)?;
+                Ok(vec![
+                    EventKind::AgentEnrolled {
+                        station: e.station.clone(),
+                        id: id.clone(),
+                    },
+                    EventKind::MqttSecretIssued { name: agent },
+                ])
+            }
             Command::SendToStation {
                 station,
                 id,
@@ -548,6 +610,22 @@ impl VenueState {
                 if let Some(a) = self.mqtt.get_mut(name) {
                     a.revoked = true;
                 }
+            }
+            EventKind::EnrollmentCreated {
+                station,
+                id,
+                expires_at,
+            } => {
+                self.enrollments.insert(
+                    id.clone(),
+                    Enrollment {
+                        station: station.clone(),
+                        expires_at: *expires_at,
+                    },
+                );
+            }
+            EventKind::AgentEnrolled { id, .. } => {
+                self.enrollments.remove(id);
             }
             EventKind::StationCommandSent { .. }
             | EventKind::StationCommandAcked { .. }

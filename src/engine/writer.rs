@@ -505,6 +505,28 @@ impl Writer {
                 r.secret_hash = None;
                 Ok(r)
             })?,
+            EventKind::EnrollmentCreated {
+                station,
+                id,
+                expires_at,
+            } => {
+                let Some(hash) = secret else {
+                    return Err(StoreError::Corrupt(format!(
+                        "enrollment {id} created without a code"
+                    )));
+                };
+                store::write::enrollment(
+                    txn,
+                    hash,
+                    &store::EnrollmentRecord {
+                        id: id.clone(),
+                        station: station.clone(),
+                        expires_at: *expires_at,
+                        used: false,
+                    },
+                )?
+            }
+            EventKind::AgentEnrolled { id, .. } => store::write::use_enrollment(txn, id)?,
             EventKind::StationCommandSent { .. }
             | EventKind::StationCommandAcked { .. }
             | EventKind::StationCommandFailed { .. }

@@ -12,6 +12,8 @@ use axum::http::Method;
 pub const PUBLIC: &[(&str, &str)] = &[
     ("POST", "/api/v1/auth/login"),
     ("POST", "/api/v1/setup"),
+    // A PC's agent spends its single-use enrollment code; the code is the credential.
+    ("POST", "/api/v1/enroll"),
     ("GET", "/healthz"),
     ("GET", "/readyz"),
     ("GET", super::openapi::PATH),
@@ -39,7 +41,8 @@ pub fn required(method: &Method, route: &str) -> Option<Permission> {
         // MQTT accounts are the credentials of stations and their devices.
         ("GET" | "POST", "/api/v1/mqtt/accounts")
         | ("DELETE", "/api/v1/mqtt/accounts/{name}")
-        | ("POST", "/api/v1/mqtt/accounts/{name}/rotate") => ManageStations,
+        | ("POST", "/api/v1/mqtt/accounts/{name}/rotate")
+        | ("POST", "/api/v1/stations/{id}/enrollment") => ManageStations,
         (
             "POST",
             "/api/v1/sessions"

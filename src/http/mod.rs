@@ -6,6 +6,7 @@ mod api;
 pub mod auth;
 mod authz;
 pub mod ca_page;
+pub mod enrollment;
 pub mod metrics;
 pub mod metrics_hook;
 pub mod mqtt_accounts;
@@ -34,6 +35,7 @@ use axum::extract::DefaultBodyLimit;
 use axum::extract::connect_info::{ConnectInfo, Connected};
 use axum::serve::IncomingStream;
 use std::future::Future;
+use std::sync::Arc;
 use tokio::net::UnixListener;
 
 /// Largest request body accepted; commands are small.
@@ -77,6 +79,7 @@ pub fn router(engine: Engine) -> Router {
         .merge(auth::token_routes())
         .merge(mqtt_accounts::routes())
         .merge(station_commands::routes())
+        .merge(enrollment::routes())
         .merge(api::ops_routes())
         .merge(stream::routes())
         .merge(metrics::routes())
@@ -99,6 +102,7 @@ pub fn network_router(engine: Engine, auth: auth::Auth, https: bool) -> Router {
         .merge(auth::token_routes())
         .merge(mqtt_accounts::routes())
         .merge(station_commands::routes())
+        .merge(enrollment::routes())
         .merge(auth::logout_routes())
         .merge(stream::routes())
         .merge(metrics::routes());
@@ -113,6 +117,7 @@ pub fn network_router(engine: Engine, auth: auth::Auth, https: bool) -> Router {
             auth::guard,
         ))
         .merge(auth::login_routes())
+        .merge(enrollment::enroll_routes())
         .merge(api::ops_routes())
         .merge(openapi::routes())
         .layer(DefaultBodyLimit::max(MAX_BODY))
@@ -193,9 +198,14 @@ impl Connected<IncomingStream<'_, UnixListener>> for UnixPeer {
 pub async fn serve_socket(
     listener: UnixListener,
     engine: Engine,
+    ca: Option<Arc<enrollment::BoxCa>>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let app = router(engine).layer(axum::middleware::from_fn(
+    let mut app = router(engine);
+    if let Some(ca) = ca {
+        app = app.layer(axum::Extension(ca));
+    }
+    let app = app.layer(axum::middleware::from_fn(
         |ConnectInfo(peer): ConnectInfo<UnixPeer>,
          mut req: axum::extract::Request,
          next: axum::middleware::Next| async move {

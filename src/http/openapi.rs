@@ -180,11 +180,13 @@ use super::api::{
     UserView, ZoneView,
 };
 use super::auth::{CreatedToken, Login, LoginAnswer, NewToken, Setup, TokenView};
+use super::enrollment::CreatedEnrollment;
 use super::mqtt_accounts::{CreatedAccount, NewAccount};
 use super::station_commands::{SendCommand, SentCommand};
 use super::stream::StreamQuery;
 use crate::domain::mqtt::MqttAccount;
 use crate::engine::Reply;
+use crate::protocol::enrollment::{EnrollRequest, EnrollResponse};
 use crate::store::VerifyReport;
 
 const STATION_ID: &[Param] = &[Param {
@@ -354,6 +356,35 @@ pub const ROUTES: &[RouteDoc] = &[
             "sendStationCommand",
             "stations",
             "Send a command to a PC's agent",
+            &[],
+        )
+    },
+    RouteDoc {
+        method: "POST",
+        description: "A single-use code, valid for 15 minutes, that the PC's agent spends \
+                      with `venued agent enroll` to get its MQTT credentials and the box CA. \
+                      The code carries the first 64 bits of the CA fingerprint, so the agent \
+                      can check it talks to this box before it has the CA. Needs TLS.",
+        path_params: STATION_ID,
+        answers: &[ok(
+            201,
+            "The code (shown once).",
+            Content::Json(schema::<CreatedEnrollment>),
+        )],
+        idempotent: true,
+        errors: &[
+            "invalid_station_id",
+            "station_not_found",
+            "invalid_field",
+            "mqtt_account_revoked",
+            "tls_unavailable",
+            "secret_already_issued",
+        ],
+        ..read(
+            "/api/v1/stations/{id}/enrollment",
+            "createEnrollment",
+            "stations",
+            "Issue an enrollment code for a PC's agent",
             &[],
         )
     },
@@ -826,6 +857,35 @@ pub const ROUTES: &[RouteDoc] = &[
     },
     RouteDoc {
         method: "POST",
+        description: "No login: the single-use code is the credential. Issues a new secret \
+                      for the station's agent account (any older one stops working).",
+        served: Served::Network,
+        body: Some(Body {
+            schema: schema::<EnrollRequest>,
+            required: true,
+            example: r#"{"code": "K7QFM-2XDRA-3F9A-1C44-B07E-55D2"}"#,
+        }),
+        errors: &[
+            "invalid_field",
+            "enrollment_not_found",
+            "enrollment_used",
+            "enrollment_expired",
+            "tls_unavailable",
+        ],
+        ..read(
+            "/api/v1/enroll",
+            "enroll",
+            "auth",
+            "Enroll a PC's agent with a code",
+            &[ok(
+                200,
+                "The agent's MQTT credentials and the CA to pin.",
+                Content::Json(schema::<EnrollResponse>),
+            )],
+        )
+    },
+    RouteDoc {
+        method: "POST",
         served: Served::Network,
         ..read(
             "/api/v1/auth/logout",
@@ -933,6 +993,7 @@ pub const CODES: &[(&str, u16)] = &[
     ("user_not_found", 404),
     ("token_not_found", 404),
     ("mqtt_account_not_found", 404),
+    ("enrollment_not_found", 404),
     ("station_exists", 409),
     ("station_busy", 409),
     ("session_ended", 409),
@@ -947,6 +1008,9 @@ pub const CODES: &[(&str, u16)] = &[
     ("mqtt_account_exists", 409),
     ("mqtt_account_revoked", 409),
     ("secret_already_issued", 409),
+    ("enrollment_used", 409),
+    ("enrollment_expired", 409),
+    ("tls_unavailable", 409),
     ("body_too_large", 413),
     ("unsupported_media_type", 415),
     ("invalid_body", 422),

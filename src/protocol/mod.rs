@@ -6,6 +6,7 @@
 //! exact JSON of every payload; agents in the field run older versions, so within v1 fields
 //! are only ever added.
 
+pub mod enrollment;
 pub mod message;
 pub mod topic;
 

@@ -6,12 +6,13 @@ use super::tables::*;
 use redb::{ReadableTable, WriteTransaction};
 
 /// The schema this binary writes.
-pub const SCHEMA_VERSION: u32 = 3;
+pub const SCHEMA_VERSION: u32 = 4;
 
 type Migration = fn(&WriteTransaction) -> Result<(), StoreError>;
 
 /// `MIGRATIONS[i]` takes the store from version `i` to `i + 1`; version 0 is empty.
-const MIGRATIONS: [Migration; SCHEMA_VERSION as usize] = [v1_initial, v2_tokens, v3_mqtt_accounts];
+const MIGRATIONS: [Migration; SCHEMA_VERSION as usize] =
+    [v1_initial, v2_tokens, v3_mqtt_accounts, v4_enrollments];
 
 fn v1_initial(txn: &WriteTransaction) -> Result<(), StoreError> {
     // Opening a table in a write transaction creates it.
@@ -39,6 +40,13 @@ fn v2_tokens(txn: &WriteTransaction) -> Result<(), StoreError> {
 /// v3: MQTT accounts for the embedded broker.
 fn v3_mqtt_accounts(txn: &WriteTransaction) -> Result<(), StoreError> {
     txn.open_table(MQTT_ACCOUNTS)?;
+    Ok(())
+}
+
+/// v4: enrollment codes for PC agents.
+fn v4_enrollments(txn: &WriteTransaction) -> Result<(), StoreError> {
+    txn.open_table(ENROLLMENTS)?;
+    txn.open_table(ENROLLMENT_IDS)?;
     Ok(())
 }
 

@@ -139,6 +139,15 @@ pub struct MqttAccountRecord {
     pub secret_issued_at: Option<Timestamp>,
 }
 
+/// A stored enrollment code; only the SHA-256 of its secret part is kept (the key).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct EnrollmentRecord {
+    pub id: String,
+    pub station: StationId,
+    pub expires_at: Timestamp,
+    pub used: bool,
+}
+
 /// A remembered answer to an idempotent request.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct IdempotencyRecord {
@@ -254,6 +263,19 @@ impl Store {
             let r: MqttAccountRecord = serde_json::from_slice(v.value())?;
             state.mqtt.insert(r.account.name.clone(), r.account);
         }
+        for entry in txn.open_table(ENROLLMENTS)?.iter()? {
+            let (_, v) = entry?;
+            let e: EnrollmentRecord = serde_json::from_slice(v.value())?;
+            if !e.used {
+                state.enrollments.insert(
+                    e.id,
+                    crate::domain::venue::Enrollment {
+                        station: e.station,
+                        expires_at: e.expires_at,
+                    },
+                );
+            }
+        }
         let checkpoint = match txn.open_table(META)?.get(META_CHECKPOINT)? {
             Some(v) => Some(parse_ts(v.value())?),
             None => None,
@@ -264,6 +286,15 @@ impl Store {
             head,
             checkpoint,
         })
+    }
+
+    pub fn enrollment_by_hash(&self, hash: &str) -> Result<Option<EnrollmentRecord>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(ENROLLMENTS)?;
+        match table.get(hash)? {
+            Some(v) => Ok(Some(serde_json::from_slice(v.value())?)),
+            None => Ok(None),
+        }
     }
 
     pub fn mqtt_account(&self, name: &str) -> Result<Option<MqttAccountRecord>, StoreError> {
@@ -465,6 +496,40 @@ pub mod write {
         };
         let next = update(current)?;
         table.insert(name, serde_json::to_vec(&next)?.as_slice())?;
+        Ok(())
+    }
+
+    pub fn enrollment(
+        txn: &WriteTransaction,
+        hash: &str,
+        record: &EnrollmentRecord,
+    ) -> Result<(), StoreError> {
+        txn.open_table(ENROLLMENTS)?
+            .insert(hash, serde_json::to_vec(record)?.as_slice())?;
+        txn.open_table(ENROLLMENT_IDS)?
+            .insert(record.id.as_str(), hash)?;
+        Ok(())
+    }
+
+    pub fn use_enrollment(txn: &WriteTransaction, id: &str) -> Result<(), StoreError> {
+        let hash = {
+            let ids = txn.open_table(ENROLLMENT_IDS)?;
+            let found = ids.get(id)?;
+            found.map(|h| h.value().to_owned())
+        };
+        let hash =
+            hash.ok_or_else(|| StoreError::Corrupt(format!("enrollment {id} has no code")))?;
+        let mut table = txn.open_table(ENROLLMENTS)?;
+        let mut record: EnrollmentRecord = match table.get(hash.as_str())? {
+            Some(v) => serde_json::from_slice(v.value())?,
+            None => {
+                return Err(StoreError::Corrupt(format!(
+                    "enrollment {id} has no record"
+                )));
+            }
+        };
+        record.used = true;
+        table.insert(hash.as_str(), serde_json::to_vec(&record)?.as_slice())?;
         Ok(())
     }
 

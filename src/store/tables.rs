@@ -23,6 +23,11 @@ pub const TOKEN_IDS: TableDefinition<&str, &str> = TableDefinition::new("token_i
 /// MQTT accounts by user name, with the SHA-256 of their secret (schema v3).
 pub const MQTT_ACCOUNTS: TableDefinition<&str, &[u8]> = TableDefinition::new("mqtt_accounts");
 
+/// Enrollment codes by the hex SHA-256 of their secret part (schema v4).
+pub const ENROLLMENTS: TableDefinition<&str, &[u8]> = TableDefinition::new("enrollments");
+/// Enrollment public id -> code hash, to mark a code used (schema v4).
+pub const ENROLLMENT_IDS: TableDefinition<&str, &str> = TableDefinition::new("enrollment_ids");
+
 pub const META_SCHEMA_VERSION: &str = "schema_version";
 pub const META_CHECKPOINT: &str = "clock_checkpoint";
 pub const META_STORE_ID: &str = "store_id";

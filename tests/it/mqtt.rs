@@ -68,7 +68,22 @@ impl MqttDaemon {
         };
         d.wait(plain);
         d.wait(tls);
+        d.wait_socket();
         d
+    }
+
+    #[allow(clippy::disallowed_methods)]
+    fn wait_socket(&self) {
+        let socket = self.dir.join("venued.sock");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while std::os::unix::net::UnixStream::connect(&socket).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "no control socket: {}",
+                self.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
     }
 
     #[allow(clippy::disallowed_methods)]

@@ -334,3 +334,83 @@ fn wait_for_event_in(dir: &std::path::Path, kind: &str, id: &str) -> Value {
         std::thread::sleep(Duration::from_millis(100));
     }
 }
+
+#[tokio::test]
+async fn an_agent_enrolls_with_a_single_use_code_that_pins_the_box_ca() {
+    let dir = tempfile::tempdir().unwrap();
+    let https = free_port();
+    let d = MqttDaemon::start_with(
+        dir.path(),
+        &[("VENUED_HTTPS_LISTEN", &format!("127.0.0.1:{https}"))],
+    );
+    let (user, first_secret) = d.add_pc("pc-01");
+    let issued = d.cli(&["station", "enroll", "pc-01", "--json"]);
+    let code = issued["code"].as_str().unwrap().to_owned();
+    assert_eq!(issued["station"], "pc-01");
+    let agent_dir = dir.path().join("agent");
+    let controller = format!("https://127.0.0.1:{https}");
+    let enroll = |code: &str| {
+        let out = Command::new(BIN)
+            .args([
+                "agent",
+                "enroll",
+                "--controller",
+                &controller,
+                "--code",
+                code,
+                "--dir",
+            ])
+            .arg(&agent_dir)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        (out.status.success(), stdout(&out), stderr(&out))
+    };
+    // A code with another CA's fingerprint is refused in the handshake, before the
+    // secret part is ever sent.
+    let foreign = format!("{}-0000-0000-0000-0000", &code[..11]);
+    let (ok, _, err) = enroll(&foreign);
+    assert!(!ok);
+    assert!(err.contains("TLS with the controller failed"), "{err}");
+    let (ok, _, err) = enroll("not-a-code");
+    assert!(!ok);
+    assert!(err.contains("not an enrollment code"), "{err}");
+
+    let (ok, out, err) = enroll(&code);
+    assert!(ok, "{err}");
+    assert!(out.contains("enrolled as agent:pc-01"), "{out}");
+    let creds: Value =
+        serde_json::from_slice(&std::fs::read(agent_dir.join("agent.json")).unwrap()).unwrap();
+    assert_eq!(creds["username"], user.as_str());
+    assert_eq!(creds["mqtt_tls_ports"][0], d.tls);
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(agent_dir.join("agent.json"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
+    // Single use.
+    let (ok, _, err) = enroll(&code);
+    assert!(!ok);
+    assert!(err.contains("already used"), "{err}");
+
+    // The enrolled secret and the CA it saved work; the secret from station creation not.
+    let ca = std::fs::read(agent_dir.join("ca.pem")).unwrap();
+    let password = creds["password"].as_str().unwrap();
+    connect(options(
+        &Via::Tls(d.tls, &ca),
+        "pc-01",
+        Some((&user, password)),
+    ))
+    .await
+    .expect("enrolled credentials");
+    assert!(
+        connect(options(
+            &Via::Tls(d.tls, &ca),
+            "pc-01",
+            Some((&user, &first_secret))
+        ))
+        .await
+        .is_err()
+    );
+}

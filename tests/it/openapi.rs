@@ -516,8 +516,9 @@ async fn every_mutating_operation_documents_the_idempotency_key_it_reads() {
     let doc = document().await;
     let ops = operations(&doc);
     // Changes without a key, and why: login and logout touch only in-memory login state
-    // and are safe to repeat; setup works once and is refused after.
-    let keyless = ["login", "logout", "setup"];
+    // and are safe to repeat; setup and enroll work once (the code is spent) and are
+    // refused after.
+    let keyless = ["login", "logout", "setup", "enroll"];
     let dir = tempfile::tempdir().unwrap();
     let engine = start_engine(dir.path(), &trusted_clock(), EngineConfig::default());
     add_user(&engine, "owner", Role::Owner).await;
@@ -582,7 +583,13 @@ async fn requests_built_from_the_documented_examples_are_accepted() {
     let engine = start_engine(dir.path(), &trusted_clock(), EngineConfig::default());
     let auth = Auth::new(AuthConfig::default());
     let setup_token = auth.enable_setup(&dir.path().join("setup-token")).unwrap();
-    let app = venued::http::network_router(engine.clone(), auth, false);
+    let ca = venued::http::enrollment::BoxCa {
+        pem: "-----BEGIN CERTIFICATE-----\n...\n-----END CERTIFICATE-----\n".into(),
+        fingerprint: "3F:9A:1C:44:B0:7E:55:D2".into(),
+        mqtt_tls_ports: vec![8883],
+    };
+    let app = venued::http::network_router(engine.clone(), auth, false)
+        .layer(axum::Extension(std::sync::Arc::new(ca)));
     // pc-02, for the transfer example to move to.
     add_stations(&engine, &["pc-02"]).await;
 
@@ -596,6 +603,8 @@ async fn requests_built_from_the_documented_examples_are_accepted() {
         "addStation",
         "getStation",
         "sendStationCommand",
+        "createEnrollment",
+        "enroll",
         "listZones",
         "startSession",
         "listSessions",
@@ -631,6 +640,7 @@ async fn requests_built_from_the_documented_examples_are_accepted() {
     );
     let mut owner = String::new();
     let mut created_token = String::new();
+    let mut enrollment_code = String::new();
     for id in story {
         let r = by_id[id];
         let op = &ops[&(r.method.to_owned(), r.path.to_owned())];
@@ -648,6 +658,10 @@ async fn requests_built_from_the_documented_examples_are_accepted() {
         if id == "setup" {
             // The one value no document can know.
             body["token"] = json!(setup_token);
+        }
+        if id == "enroll" {
+            // Single use: the code the story just issued.
+            body["code"] = json!(enrollment_code);
         }
         let body = (!body.is_null()).then_some(body);
         let headers: Vec<(&str, &str)> = if r.public() || owner.is_empty() {
@@ -667,6 +681,9 @@ async fn requests_built_from_the_documented_examples_are_accepted() {
         match id {
             "setup" => owner = bearer(&engine, "owner", Role::Owner).await,
             "createToken" => created_token = a.body["id"].as_str().unwrap().to_owned(),
+            "createEnrollment" => {
+                enrollment_code = a.body["code"].as_str().unwrap().to_owned();
+            }
             _ => {}
         }
     }

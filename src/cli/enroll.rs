@@ -1,0 +1,298 @@
+//! `venued agent enroll`: a PC fetches its MQTT credentials and the box CA with the
+//! single-use code staff gave it.
+//!
+//! Before the agent has the CA it trusts nothing, so the code carries the first 64 bits of
+//! the CA's fingerprint: the TLS handshake is accepted only if the controller presents a
+//! CA with that fingerprint and its certificate chains to it. The host name is not
+//! checked: the box often has no DNS name and its certificate cannot list every LAN
+//! address, and a CA private to this one box already says who it is.
+
+use crate::protocol::enrollment::{EnrollRequest, EnrollResponse, EnrollmentCode};
+use crate::tls::fingerprint_sha256;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Bytes;
+use hyper_util::rt::TokioIo;
+use rustls::client::WebPkiServerVerifier;
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::{CertificateError, DigitallySignedStruct, RootCertStore, SignatureScheme};
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// What `venued agent run` reads (issue 6): written 0600 beside `ca.pem`.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentCredentials {
+    pub station: String,
+    pub controller_host: String,
+    pub mqtt_tls_ports: Vec<u16>,
+    pub username: String,
+    pub password: String,
+    pub ca_fingerprint: String,
+}
+
+/// Where the agent keeps its files unless told otherwise.
+pub fn default_dir() -> PathBuf {
+    // SAFETY: geteuid(2) has no preconditions and cannot fail.
+    let root = unsafe { libc::geteuid() } == 0;
+    if root {
+        return PathBuf::from("/etc/venued-agent");
+    }
+    match std::env::var_os("XDG_CONFIG_HOME").filter(|v| !v.is_empty()) {
+        Some(dir) => PathBuf::from(dir).join("venued-agent"),
+        None => std::env::var_os("HOME")
+            .map(|h| PathBuf::from(h).join(".config/venued-agent"))
+            .unwrap_or_else(|| PathBuf::from("venued-agent")),
+    }
+}
+
+/// `https://host[:port]` -> (host, port); the port defaults to 8443.
+fn parse_controller(url: &str) -> Result<(String, u16), String> {
+    let rest = url.strip_prefix("https://").ok_or_else(|| {
+        format!("--controller {url:?}: expected https://<box address>[:port], e.g. https://192.168.1.10:8443")
+    })?;
+    let rest = rest.trim_end_matches('/');
+    let (host, port) = if let Some(v6) = rest.strip_prefix('[') {
+        let (host, after) = v6
+            .split_once(']')
+            .ok_or_else(|| format!("--controller {url:?}: unclosed [ in an IPv6 address"))?;
+        (host.to_owned(), after.strip_prefix(':'))
+    } else {
+        match rest.rsplit_once(':') {
+            Some((h, p)) => (h.to_owned(), Some(p)),
+            None => (rest.to_owned(), None),
+        }
+    };
+    let port = match port {
+        Some(p) => p
+            .parse()
+            .map_err(|_| format!("--controller {url:?}: {p:?} is not a port"))?,
+        None => 8443,
+    };
+    if host.is_empty() || host.contains('/') {
+        return Err(format!("--controller {url:?}: no host"));
+    }
+    Ok((host, port))
+}
+
+pub async fn enroll(controller: &str, code: &str, dir: &Path) -> Result<AgentCredentials, String> {
+    let code = EnrollmentCode::parse(code).map_err(|e| e.to_string())?;
+    let (host, port) = parse_controller(controller)?;
+    let verifier = Arc::new(PinnedCa::new(code.clone()));
+    let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|e| e.to_string())?
+    .dangerous()
+    .with_custom_certificate_verifier(verifier)
+    .with_no_client_auth();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+
+    let tcp = tokio::time::timeout(
+        Duration::from_secs(10),
+        tokio::net::TcpStream::connect((host.as_str(), port)),
+    )
+    .await
+    .map_err(|_| format!("{host}:{port} did not answer within 10 s"))?
+    .map_err(|e| format!("cannot reach the controller at {host}:{port}: {e}"))?;
+    let name = ServerName::try_from(host.clone()).map_err(|e| e.to_string())?;
+    let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
+        .connect(name, tcp)
+        .await
+        .map_err(|e| {
+            format!("TLS with the controller failed: {e} (is this the box that issued the code?)")
+        })?;
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+        .await
+        .map_err(|e| e.to_string())?;
+    tokio::spawn(conn);
+    let body = serde_json::to_vec(&EnrollRequest {
+        code: code.to_string(),
+    })
+    .map_err(|e| e.to_string())?;
+    let request = hyper::Request::post("/api/v1/enroll")
+        .header(hyper::header::HOST, format!("{host}:{port}"))
+        .header(hyper::header::CONTENT_TYPE, "application/json")
+        .body(Full::new(Bytes::from(body)))
+        .map_err(|e| e.to_string())?;
+    let response = sender
+        .send_request(request)
+        .await
+        .map_err(|e| format!("the controller did not answer: {e}"))?;
+    let status = response.status();
+    let bytes = response
+        .into_body()
+        .collect()
+        .await
+        .map_err(|e| e.to_string())?
+        .to_bytes();
+    if !status.is_success() {
+        let detail = serde_json::from_slice::<serde_json::Value>(&bytes)
+            .ok()
+            .and_then(|v| v["detail"].as_str().map(str::to_owned))
+            .unwrap_or_else(|| String::from_utf8_lossy(&bytes).into_owned());
+        return Err(format!("enrollment refused ({status}): {detail}"));
+    }
+    let answer: EnrollResponse = serde_json::from_slice(&bytes)
+        .map_err(|e| format!("unexpected answer from the controller: {e}"))?;
+    // The CA handed over must be the one the handshake was pinned to.
+    let ca_der = rustls_pki_types::CertificateDer::pem_slice_iter(answer.ca_pem.as_bytes())
+        .next()
+        .and_then(Result::ok)
+        .ok_or("the controller sent no CA certificate")?;
+    if !code.matches_ca(&fingerprint_sha256(&ca_der)) {
+        return Err("the CA the controller sent does not match the code".into());
+    }
+    let creds = AgentCredentials {
+        station: answer.station.to_string(),
+        controller_host: host,
+        mqtt_tls_ports: answer.mqtt_tls_ports,
+        username: answer.username,
+        password: answer.password,
+        ca_fingerprint: answer.ca_fingerprint,
+    };
+    save(dir, &creds, &answer.ca_pem)?;
+    Ok(creds)
+}
+
+use rustls_pki_types::pem::PemObject;
+
+/// Write `agent.json` (0600) and `ca.pem` into a 0700 directory.
+fn save(dir: &Path, creds: &AgentCredentials, ca_pem: &str) -> Result<(), String> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+        .map_err(|e| format!("cannot restrict {}: {e}", dir.display()))?;
+    let json = serde_json::to_vec_pretty(creds).map_err(|e| e.to_string())?;
+    for (name, bytes) in [
+        ("agent.json", json.as_slice()),
+        ("ca.pem", ca_pem.as_bytes()),
+    ] {
+        let path = dir.join(name);
+        let tmp = dir.join(format!(".{name}.tmp"));
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)
+            .map_err(|e| format!("cannot write {}: {e}", tmp.display()))?;
+        std::io::Write::write_all(&mut f, bytes)
+            .and_then(|()| f.sync_all())
+            .map_err(|e| format!("cannot write {}: {e}", tmp.display()))?;
+        std::fs::rename(&tmp, &path)
+            .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    }
+    Ok(())
+}
+
+/// Accepts a server whose chain holds a CA matching the code's fingerprint prefix and
+/// whose certificate that CA signed, whatever name was dialled.
+#[derive(Debug)]
+struct PinnedCa {
+    code: EnrollmentCode,
+    provider: Arc<rustls::crypto::CryptoProvider>,
+}
+
+impl PinnedCa {
+    fn new(code: EnrollmentCode) -> Self {
+        Self {
+            code,
+            provider: Arc::new(rustls::crypto::ring::default_provider()),
+        }
+    }
+}
+
+impl ServerCertVerifier for PinnedCa {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        let ca = intermediates
+            .iter()
+            .find(|c| self.code.matches_ca(&fingerprint_sha256(c)))
+            .ok_or(rustls::Error::InvalidCertificate(
+                CertificateError::UnknownIssuer,
+            ))?;
+        let mut roots = RootCertStore::empty();
+        roots.add(ca.clone().into_owned())?;
+        let webpki =
+            WebPkiServerVerifier::builder_with_provider(Arc::new(roots), self.provider.clone())
+                .build()
+                .map_err(|e| rustls::Error::General(e.to_string()))?;
+        match webpki.verify_server_cert(end_entity, &[], server_name, ocsp, now) {
+            Ok(v) => Ok(v),
+            // Signed by the pinned CA but not for this address: see the module comment.
+            Err(rustls::Error::InvalidCertificate(CertificateError::NotValidForName))
+            | Err(rustls::Error::InvalidCertificate(CertificateError::NotValidForNameContext {
+                ..
+            })) => Ok(ServerCertVerified::assertion()),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_controller;
+
+    #[test]
+    fn controller_urls() {
+        assert_eq!(
+            parse_controller("https://192.168.1.10:8443"),
+            Ok(("192.168.1.10".into(), 8443))
+        );
+        assert_eq!(
+            parse_controller("https://box.lan/"),
+            Ok(("box.lan".into(), 8443))
+        );
+        assert_eq!(
+            parse_controller("https://[::1]:9443"),
+            Ok(("::1".into(), 9443))
+        );
+        assert!(parse_controller("http://box.lan").is_err());
+        assert!(parse_controller("https://box.lan:http").is_err());
+        assert!(parse_controller("https://").is_err());
+    }
+}
