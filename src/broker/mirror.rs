@@ -451,23 +451,43 @@ impl Controller {
 }
 
 /// Mirror engine events into retained states and answer station requests until stopped.
+///
+/// `seen` is the last event already reflected (taken before `events` subscribed). Events
+/// the broadcast did not deliver (a lag, or the instant before subscribing) are read back
+/// from the store, so no command to an agent and no revocation is lost.
 pub async fn run(
     mut ctl: Controller,
     mut events: broadcast::Receiver<Arc<Event>>,
     registry: Arc<Registry>,
     mut stop: watch::Receiver<bool>,
+    mut seen: u64,
 ) {
+    let handle = |ctl: &mut Controller, event: &Event, seen: &mut u64| {
+        if event.seq > *seen {
+            *seen = event.seq;
+            revoke_if_needed(&registry, &event.body.kind);
+            ctl.on_event(event);
+        }
+    };
     loop {
         let due = ctl.next_due();
         tokio::select! {
             ev = events.recv() => match ev {
                 Ok(event) => {
-                    revoke_if_needed(&registry, &event.body.kind);
-                    ctl.on_event(&event);
+                    if event.seq > seen + 1 {
+                        for e in missed(&ctl.engine, seen).await {
+                            if e.seq < event.seq {
+                                handle(&mut ctl, &e, &mut seen);
+                            }
+                        }
+                    }
+                    handle(&mut ctl, &event, &mut seen);
                 }
                 Err(broadcast::error::RecvError::Lagged(n)) => {
-                    tracing::warn!(missed = n, "MQTT mirror fell behind the engine; republishing every station");
-                    ctl.publish_all();
+                    tracing::warn!(missed = n, "MQTT mirror fell behind the engine; catching up from the store");
+                    for e in missed(&ctl.engine, seen).await {
+                        handle(&mut ctl, &e, &mut seen);
+                    }
                 }
                 Err(broadcast::error::RecvError::Closed) => break,
             },
@@ -490,6 +510,18 @@ pub async fn run(
         }
     }
     ctl.publish_status(false);
+}
+
+/// Committed events after `seq`, read from the store (the broadcast dropped them).
+async fn missed(engine: &Engine, seq: u64) -> Vec<Event> {
+    let Ok(store) = engine.store() else {
+        return Vec::new();
+    };
+    tokio::task::spawn_blocking(move || store.events(seq, usize::MAX))
+        .await
+        .ok()
+        .and_then(Result::ok)
+        .unwrap_or_default()
 }
 
 async fn sleep_until(at: Option<Instant>) {

@@ -251,6 +251,9 @@ impl Broker {
             base: config.command_retry.unsigned_abs(),
             attempts: config.command_attempts,
         };
+        // Before subscribing: anything committed in between is read back from the store.
+        let seen = engine.snapshot().seq;
+        let events = engine.subscribe();
         let mut controller = mirror::Controller::new(
             tx,
             rx,
@@ -263,9 +266,10 @@ impl Broker {
         controller.publish_all();
         let mut tasks = vec![tokio::spawn(mirror::run(
             controller,
-            engine.subscribe(),
+            events,
             shared.registry.clone(),
             stop.clone(),
+            seen,
         ))];
 
         let mut broker = Broker {

@@ -803,7 +803,7 @@ async fn hostile_bytes_never_hurt_the_broker() {
         let _ = tokio::time::timeout(Duration::from_millis(50), s.read(&mut sink)).await;
     }
     // The broker still works for a normal client, and the victim saw none of it.
-    let mut ok = connect(options(&plain, "after", Some((&u2, &p2))))
+    let ok = connect(options(&plain, "after", Some((&u2, &p2))))
         .await
         .unwrap();
     ok.client

@@ -60,6 +60,8 @@ fn sub(bin: &PathBuf, args: &[&str]) -> std::process::Output {
         .unwrap()
 }
 
+// A plain test thread, not an async worker: sleeping while mosquitto_sub connects is fine.
+#[allow(clippy::disallowed_methods)]
 #[test]
 fn mosquitto_clients_see_proper_refusals_acls_and_tls() {
     let (Some(msub), Some(mpub)) = (mosquitto("mosquitto_sub"), mosquitto("mosquitto_pub")) else {
@@ -315,7 +317,9 @@ async fn commands_are_resent_until_acknowledged_then_an_unanswered_agent_is_unhe
     );
 }
 
-/// Poll the event log until an event of `kind` with this `id` appears.
+/// Poll the event log until an event of `kind` with this `id` appears (blocking: call it
+/// from a plain thread or `spawn_blocking`).
+#[allow(clippy::disallowed_methods)]
 fn wait_for_event_in(dir: &std::path::Path, kind: &str, id: &str) -> Value {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
