@@ -824,3 +824,29 @@ async fn hostile_bytes_never_hurt_the_broker() {
         "{metrics}"
     );
 }
+
+/// Documented deviation (docs/protocol.md, "Delivery"): rumqttd delivers at the
+/// subscription's QoS, so a QoS 0 publish reaches a QoS 1 subscriber as QoS 1. If rumqttd
+/// starts honouring the minimum, this test fails and the doc must change.
+#[tokio::test]
+async fn a_qos0_publish_reaches_a_qos1_subscriber_at_qos1() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = MqttDaemon::start(dir.path());
+    let (u, p) = d.add_device("device:plug-1", "shellies/plug-1");
+    let mut s = TcpStream::connect(("127.0.0.1", d.plain)).await.unwrap();
+    let mut bytes = connect_packet("raw", &u, &p, 30);
+    let mut sub = subscribe_packet(7, "shellies/plug-1/#");
+    *sub.last_mut().unwrap() = 1; // request QoS 1
+    bytes.extend(sub);
+    bytes.extend(publish_packet("shellies/plug-1/x", b"on"));
+    s.write_all(&bytes).await.unwrap();
+    assert_eq!(read_n(&mut s, 4).await, [0x20, 0x02, 0x00, 0x00]);
+    assert_eq!(read_n(&mut s, 5).await, [0x90, 0x03, 0x00, 0x07, 0x01]);
+    let header = read_n(&mut s, 1).await;
+    assert_eq!(
+        header[0] & 0b0110,
+        0b0010,
+        "delivered at QoS 1: {:#x}",
+        header[0]
+    );
+}
