@@ -3,11 +3,12 @@
 
 use super::auth::{Principal, Refusal};
 use super::codec::{self, Frame, ReadError};
+use super::feeder::Key;
 use super::session::{ClientSession, Close, Out};
 use super::{Shared, Ticket, block_once};
 use bytes::BytesMut;
 use rumqttd::Notification;
-use rumqttd::local::{LinkRx, LinkTx};
+use rumqttd::local::LinkRx;
 use rumqttd::protocol::{Connect, LastWill, Login, Packet, QoS};
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -90,10 +91,15 @@ where
             return;
         }
     };
+    let key = ticket.id();
+    if shared.feeder.register(key, tx).await.is_err() {
+        refuse(&mut stream, Refusal::Unavailable).await;
+        return;
+    }
     let mut wbuf = BytesMut::new();
     codec::connack(session_present, 0, &mut wbuf);
     if stream.write_all(&wbuf).await.is_err() {
-        let _ = finish(tx, Ending::Abrupt, None);
+        finish(&shared, key, Ending::Abrupt, None).await;
         return;
     }
     wbuf.clear();
@@ -104,7 +110,7 @@ where
     let mut conn = Conn {
         shared: shared.clone(),
         session: ClientSession::new(principal.acl, shared.settings.limits),
-        tx,
+        key,
         rx,
         rbuf,
         wbuf,
@@ -121,8 +127,8 @@ where
     tracing::info!(%peer, account, reason = ?ending, will = will.is_some(), "MQTT client disconnected");
     conn.account_buffers(0);
     shared.metrics.connected(kind, -1);
-    let Conn { tx, .. } = conn;
-    let _ = finish(tx, ending, will);
+    drop(conn);
+    finish(&shared, key, ending, will).await;
     drop(ticket);
     let _ = stream.shutdown().await;
 }
@@ -236,9 +242,12 @@ enum Ending {
 
 /// Tell the router the client is gone, after its will if it has one. The will is
 /// published by us because rumqttd never learned it (it could not be ACL-checked there).
-fn finish(mut tx: LinkTx, ending: Ending, will: Option<LastWill>) -> Result<(), ()> {
+async fn finish(shared: &Shared, key: Key, ending: Ending, will: Option<LastWill>) {
+    let mut last = Vec::new();
     if matches!(ending, Ending::TakenOver) {
-        return Ok(());
+        // The router already dropped this link: only forget it.
+        let _ = shared.feeder.close(key, last).await;
+        return;
     }
     if let Some(will) = will {
         let topic = String::from_utf8_lossy(&will.topic);
@@ -250,20 +259,16 @@ fn finish(mut tx: LinkTx, ending: Ending, will: Option<LastWill>) -> Result<(), 
             QoS::AtLeastOnce
         };
         if let Some(p) = codec::publish(&topic, &will.message, qos, will.retain, u16::MAX) {
-            tx.buffer().push_back(p);
+            last.push(p);
         }
     }
-    let disconnect = Packet::Disconnect(
+    last.push(Packet::Disconnect(
         rumqttd::protocol::Disconnect {
             reason_code: rumqttd::protocol::DisconnectReasonCode::NormalDisconnection,
         },
         None,
-    );
-    // Blocks only while the router's queue is full.
-    match block_once(tx.send(disconnect)) {
-        Some(Ok(_)) => Ok(()),
-        _ => Err(()),
-    }
+    ));
+    let _ = shared.feeder.close(key, last).await;
 }
 
 /// A token bucket of PUBLISH packets.
@@ -296,7 +301,8 @@ impl Bucket {
 struct Conn {
     shared: Arc<Shared>,
     session: ClientSession,
-    tx: LinkTx,
+    /// This connection's link, as the feeder knows it.
+    key: Key,
     rx: LinkRx,
     rbuf: BytesMut,
     wbuf: BytesMut,
@@ -450,14 +456,10 @@ impl Conn {
         stream: &mut S,
         out: &mut Vec<Out>,
     ) -> Result<(), Ending> {
-        let mut last_for_router = None;
+        let mut for_router = Vec::new();
         for o in out.drain(..) {
             match o {
-                Out::Router(p) => {
-                    if let Some(prev) = last_for_router.replace(p) {
-                        self.tx.buffer().push_back(prev);
-                    }
-                }
+                Out::Router(p) => for_router.push(p),
                 Out::Client(p) => {
                     if matches!(p, Packet::Publish(..)) {
                         self.shared.metrics.messages_out.fetch_add(1, Relaxed);
@@ -468,12 +470,15 @@ impl Conn {
                 }
             }
         }
-        if let Some(p) = last_for_router {
-            // One router event for the whole batch; `send` pushes and notifies.
-            match block_once(self.tx.send(p)) {
-                Some(Ok(_)) => {}
-                _ => return Err(Ending::TakenOver),
-            }
+        // Waits (without blocking a worker) only while the router is behind.
+        if self
+            .shared
+            .feeder
+            .packets(self.key, for_router)
+            .await
+            .is_err()
+        {
+            return Err(Ending::TakenOver);
         }
         if !self.wbuf.is_empty() {
             if stream.write_all(&self.wbuf).await.is_err() {

@@ -7,6 +7,7 @@
 
 use super::Registry;
 use super::codec;
+use super::feeder::Feeder;
 use crate::domain::session::{Phase, Session, SessionPolicy};
 use crate::domain::{Actor, Command, EventKind, StationId, VenueState};
 use crate::engine::{Engine, Request};
@@ -18,7 +19,8 @@ use crate::protocol::{
 use crate::store::Event;
 use jiff::Timestamp;
 use rumqttd::Notification;
-use rumqttd::local::{LinkRx, LinkTx};
+use rumqttd::local::LinkRx;
+use rumqttd::protocol::Packet;
 use rumqttd::protocol::QoS;
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
@@ -126,9 +128,14 @@ struct Pending {
     next: Instant,
 }
 
+/// The controller's own link, as the feeder knows it.
+pub const CONTROLLER_KEY: super::feeder::Key = 0;
+
 /// The controller's link to the router.
 pub struct Controller {
-    pub tx: LinkTx,
+    feeder: Feeder,
+    /// Publishes queued for the next `flush`.
+    outbox: Vec<Packet>,
     pub rx: LinkRx,
     pkid: u16,
     pub engine: Engine,
@@ -148,7 +155,7 @@ pub const SUBSCRIPTIONS: [&str; 3] = [
 
 impl Controller {
     pub fn new(
-        tx: LinkTx,
+        feeder: Feeder,
         rx: LinkRx,
         engine: Engine,
         policy: SessionPolicy,
@@ -157,7 +164,8 @@ impl Controller {
     ) -> Self {
         let started_at = engine.now();
         Self {
-            tx,
+            feeder,
+            outbox: Vec::new(),
             rx,
             pkid: 0,
             engine,
@@ -193,7 +201,13 @@ impl Controller {
     }
 
     /// A command just committed: send it now and schedule its retries.
-    fn dispatch(&mut self, station: &StationId, id: &str, action: &CommandAction, at: Timestamp) {
+    async fn dispatch(
+        &mut self,
+        station: &StationId,
+        id: &str,
+        action: &CommandAction,
+        at: Timestamp,
+    ) {
         let cmd = AgentCommand {
             id: id.to_owned(),
             issued_at: at,
@@ -201,7 +215,7 @@ impl Controller {
         };
         let payload = protocol::encode(&cmd);
         self.queue(&protocol::station_cmd(station), &payload, false);
-        self.flush();
+        self.flush().await;
         self.pending.insert(
             id.to_owned(),
             Pending {
@@ -219,7 +233,7 @@ impl Controller {
     }
 
     /// Resend what is due; give up on what has had every attempt.
-    fn retry_due(&mut self) {
+    async fn retry_due(&mut self) {
         let now = Instant::now();
         let due: Vec<String> = self
             .pending
@@ -250,7 +264,7 @@ impl Controller {
             p.sent += 1;
             self.pending.insert(id, p);
         }
-        self.flush();
+        self.flush().await;
     }
 
     fn on_ack(&mut self, station: &StationId, ack: CommandAck) {
@@ -287,23 +301,20 @@ impl Controller {
     fn queue(&mut self, topic: &str, payload: &[u8], retain: bool) {
         let pkid = self.next_pkid();
         match codec::publish(topic, payload, QoS::AtLeastOnce, retain, pkid) {
-            Some(p) => self.tx.buffer().push_back(p),
+            Some(p) => self.outbox.push(p),
             None => tracing::error!(topic, "cannot encode a controller publish"),
         }
     }
 
-    /// Hand queued publishes to the router. Blocks only while its queue is full.
-    fn flush(&mut self) {
-        // `send` pushes one packet and wakes the router for the whole buffer.
-        let last = self.tx.buffer().pop_back();
-        if let Some(last) = last
-            && !matches!(super::block_once(self.tx.send(last)), Some(Ok(_)))
-        {
+    /// Hand queued publishes to the router (through the feeder thread).
+    async fn flush(&mut self) {
+        let batch = std::mem::take(&mut self.outbox);
+        if self.feeder.packets(CONTROLLER_KEY, batch).await.is_err() {
             tracing::error!("the MQTT router stopped taking the controller's messages");
         }
     }
 
-    pub fn publish_status(&mut self, online: bool) {
+    pub async fn publish_status(&mut self, online: bool) {
         let status = ControllerStatus {
             online,
             version: env!("CARGO_PKG_VERSION").to_owned(),
@@ -315,11 +326,11 @@ impl Controller {
             &protocol::encode(&status),
             true,
         );
-        self.flush();
+        self.flush().await;
     }
 
     /// Republish every station's retained state (boot, or after missing events).
-    pub fn publish_all(&mut self) {
+    pub async fn publish_all(&mut self) {
         let snap = self.engine.snapshot();
         let now = self.engine.now();
         for id in snap.state.stations.keys() {
@@ -331,17 +342,17 @@ impl Controller {
                 );
             }
         }
-        self.flush();
+        self.flush().await;
     }
 
-    fn on_event(&mut self, event: &Event) {
+    async fn on_event(&mut self, event: &Event) {
         if let EventKind::StationCommandSent {
             station,
             id,
             action,
         } = &event.body.kind
         {
-            self.dispatch(station, id, action, event.body.at);
+            self.dispatch(station, id, action, event.body.at).await;
             return;
         }
         let stations = touched(&event.body.kind);
@@ -362,12 +373,12 @@ impl Controller {
                 None => self.queue(&protocol::station_state(&id), b"", true),
             }
         }
-        self.flush();
+        self.flush().await;
     }
 
-    fn on_publish(&mut self, topic: &str, payload: &[u8]) {
+    async fn on_publish(&mut self, topic: &str, payload: &[u8]) {
         match protocol::parse(topic) {
-            Some(Topic::StationRequest(station)) => self.on_request(&station, payload),
+            Some(Topic::StationRequest(station)) => self.on_request(&station, payload).await,
             Some(Topic::StationAck(station)) => match protocol::decode::<CommandAck>(payload) {
                 Ok(ack) => self.on_ack(&station, ack),
                 Err(e) => tracing::info!(%station, error = %e, "malformed command ack ignored"),
@@ -380,7 +391,7 @@ impl Controller {
                         // copy (same seq, new server_time) lets it count time correctly.
                         if s.online {
                             self.set_health(&station, true);
-                            self.republish(&station);
+                            self.republish(&station).await;
                         }
                     }
                     Err(e) => {
@@ -392,7 +403,7 @@ impl Controller {
         }
     }
 
-    fn republish(&mut self, station: &StationId) {
+    async fn republish(&mut self, station: &StationId) {
         let snap = self.engine.snapshot();
         let now = self.engine.now();
         if let Some(state) = station_state(&snap.state, station, snap.seq, now, &self.policy) {
@@ -401,11 +412,11 @@ impl Controller {
                 &protocol::encode(&state),
                 true,
             );
-            self.flush();
+            self.flush().await;
         }
     }
 
-    fn on_request(&mut self, station: &StationId, payload: &[u8]) {
+    async fn on_request(&mut self, station: &StationId, payload: &[u8]) {
         let response = match protocol::decode::<StationRequest>(payload) {
             Ok(req) => {
                 let (ok, error) = match &req.kind {
@@ -446,7 +457,7 @@ impl Controller {
             &protocol::encode(&response),
             false,
         );
-        self.flush();
+        self.flush().await;
     }
 }
 
@@ -462,13 +473,6 @@ pub async fn run(
     mut stop: watch::Receiver<bool>,
     mut seen: u64,
 ) {
-    let handle = |ctl: &mut Controller, event: &Event, seen: &mut u64| {
-        if event.seq > *seen {
-            *seen = event.seq;
-            revoke_if_needed(&registry, &event.body.kind);
-            ctl.on_event(event);
-        }
-    };
     loop {
         let due = ctl.next_due();
         tokio::select! {
@@ -477,16 +481,16 @@ pub async fn run(
                     if event.seq > seen + 1 {
                         for e in missed(&ctl.engine, seen).await {
                             if e.seq < event.seq {
-                                handle(&mut ctl, &e, &mut seen);
+                                handle(&mut ctl, &registry, &e, &mut seen).await;
                             }
                         }
                     }
-                    handle(&mut ctl, &event, &mut seen);
+                    handle(&mut ctl, &registry, &event, &mut seen).await;
                 }
                 Err(broadcast::error::RecvError::Lagged(n)) => {
                     tracing::warn!(missed = n, "MQTT mirror fell behind the engine; catching up from the store");
                     for e in missed(&ctl.engine, seen).await {
-                        handle(&mut ctl, &e, &mut seen);
+                        handle(&mut ctl, &registry, &e, &mut seen).await;
                     }
                 }
                 Err(broadcast::error::RecvError::Closed) => break,
@@ -494,7 +498,7 @@ pub async fn run(
             n = ctl.rx.next() => match n {
                 Ok(Some(Notification::Forward(f))) => {
                     let topic = String::from_utf8_lossy(&f.publish.topic).into_owned();
-                    ctl.on_publish(&topic, &f.publish.payload);
+                    ctl.on_publish(&topic, &f.publish.payload).await;
                 }
                 Ok(Some(Notification::Unschedule)) => {
                     let _ = ctl.rx.wake().await;
@@ -505,11 +509,20 @@ pub async fn run(
                     break;
                 }
             },
-            () = sleep_until(due) => ctl.retry_due(),
+            () = sleep_until(due) => ctl.retry_due().await,
             _ = stop.changed() => break,
         }
     }
-    ctl.publish_status(false);
+    ctl.publish_status(false).await;
+}
+
+/// One event, once: `seen` is the last one handled.
+async fn handle(ctl: &mut Controller, registry: &Registry, event: &Event, seen: &mut u64) {
+    if event.seq > *seen {
+        *seen = event.seq;
+        revoke_if_needed(registry, &event.body.kind);
+        ctl.on_event(event).await;
+    }
 }
 
 /// Committed events after `seq`, read from the store (the broadcast dropped them).

@@ -9,6 +9,7 @@
 pub mod auth;
 pub mod codec;
 pub mod connection;
+pub mod feeder;
 pub mod metrics;
 pub mod mirror;
 pub mod session;
@@ -69,6 +70,7 @@ pub struct Shared {
     registry: Arc<Registry>,
     pub metrics: Arc<BrokerMetrics>,
     settings: Settings,
+    feeder: feeder::Feeder,
 }
 
 /// Open connections by account, so a revocation can end them at once.
@@ -138,6 +140,11 @@ impl Registry {
 }
 
 impl Ticket {
+    /// Unique per connection (from 1; the controller's own link is 0).
+    fn id(&self) -> u64 {
+        self.id
+    }
+
     async fn revoked(&self) {
         self.kill.notified().await;
     }
@@ -229,12 +236,14 @@ impl Broker {
         let store = engine
             .store()
             .map_err(|e| BrokerError::Store(e.to_string()))?;
+        let feeder = feeder::Feeder::spawn().map_err(|e| BrokerError::Router(e.to_string()))?;
         let shared = Arc::new(Shared {
             links,
             auth: Authenticator::new(store),
             registry: Arc::new(Registry::default()),
             metrics: Arc::new(BrokerMetrics::default()),
             settings: Settings::from_config(config),
+            feeder: feeder.clone(),
         });
         metrics::install(shared.metrics.clone());
         let links = shared.clone();
@@ -247,6 +256,11 @@ impl Broker {
             tx.subscribe(filter)
                 .map_err(|e| BrokerError::Router(e.to_string()))?;
         }
+        let stopped = |_| BrokerError::Router("the router feeder stopped".into());
+        feeder
+            .register(mirror::CONTROLLER_KEY, tx)
+            .await
+            .map_err(stopped)?;
         let retry = mirror::Retry {
             base: config.command_retry.unsigned_abs(),
             attempts: config.command_attempts,
@@ -255,15 +269,17 @@ impl Broker {
         let seen = engine.snapshot().seq;
         let events = engine.subscribe();
         let mut controller = mirror::Controller::new(
-            tx,
+            feeder.clone(),
             rx,
             engine.clone(),
             policy,
             retry,
             shared.metrics.unhealthy_agents.clone(),
         );
-        controller.publish_status(true);
-        controller.publish_all();
+        controller.publish_status(true).await;
+        controller.publish_all().await;
+        // Handed to the router before any client can connect (its queue is FIFO).
+        feeder.sync().await.map_err(stopped)?;
         let mut tasks = vec![tokio::spawn(mirror::run(
             controller,
             events,
