@@ -850,3 +850,92 @@ async fn a_qos0_publish_reaches_a_qos1_subscriber_at_qos1() {
         header[0]
     );
 }
+
+#[tokio::test]
+async fn staff_watch_the_floor_over_tls_and_change_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = MqttDaemon::start(dir.path());
+    d.add_pc("pc-01");
+    let out = venued(&d.dir, &["user", "add", "kim", "--role", "staff"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let password = stdout(&out)
+        .lines()
+        .find_map(|l| l.strip_prefix("password: "))
+        .unwrap()
+        .to_owned();
+    let ca = d.ca();
+    let tls = Via::Tls(d.tls, &ca);
+    // A person's password never crosses the LAN in clear.
+    assert_eq!(
+        refused(
+            connect(options(
+                &Via::Plain(d.plain),
+                "kim",
+                Some(("kim", &password))
+            ))
+            .await
+        ),
+        ConnectReturnCode::NotAuthorized
+    );
+    assert_eq!(
+        refused(connect(options(&tls, "kim", Some(("kim", "wrong password")))).await),
+        ConnectReturnCode::BadUserNamePassword
+    );
+    let mut kim = connect(options(&tls, "kim", Some(("kim", &password))))
+        .await
+        .unwrap();
+    kim.client
+        .subscribe_many([
+            rumqttc::SubscribeFilter::new("venued/v1/stations/+/state".into(), QoS::AtLeastOnce),
+            // Requests carry members' PINs: not for staff dashboards.
+            rumqttc::SubscribeFilter::new("venued/v1/stations/+/request".into(), QoS::AtLeastOnce),
+        ])
+        .await
+        .unwrap();
+    assert_eq!(
+        kim.suback().await,
+        [
+            SubscribeReasonCode::Success(QoS::AtLeastOnce),
+            SubscribeReasonCode::Failure
+        ]
+    );
+    let (state, _) = kim
+        .publish_on("venued/v1/stations/pc-01/state", SHORT)
+        .await
+        .expect("the floor");
+    let state: Value = serde_json::from_slice(&state).unwrap();
+    assert_eq!(state["status"], "free");
+    // Read-only: a forged state is acknowledged and dropped.
+    kim.client
+        .publish(
+            "venued/v1/stations/pc-01/state",
+            QoS::AtLeastOnce,
+            true,
+            r#"{"status":"in_session"}"#,
+        )
+        .await
+        .unwrap();
+    assert!(
+        kim.wait_for(SHORT, |i| matches!(i, Incoming::PubAck(_)).then_some(()))
+            .await
+            .is_some()
+    );
+    // A second login is served from the verification cache and behaves the same.
+    let mut again = connect(options(&tls, "kim-2", Some(("kim", &password))))
+        .await
+        .unwrap();
+    again
+        .client
+        .subscribe("venued/v1/stations/pc-01/state", QoS::AtLeastOnce)
+        .await
+        .unwrap();
+    let (state, _) = again
+        .publish_on("venued/v1/stations/pc-01/state", SHORT)
+        .await
+        .expect("retained state");
+    let state: Value = serde_json::from_slice(&state).unwrap();
+    assert_eq!(
+        state["status"], "free",
+        "the forged state must not be retained"
+    );
+}
