@@ -81,6 +81,15 @@ enum AgentCmd {
     },
 }
 
+/// A runtime with timers and I/O, or None after saying why on stderr.
+fn runtime(builder: &mut tokio::runtime::Builder) -> Option<tokio::runtime::Runtime> {
+    builder
+        .enable_all()
+        .build()
+        .inspect_err(|e| eprintln!("error: cannot start the async runtime: {e}"))
+        .ok()
+}
+
 fn agent(cmd: AgentCmd) -> ExitCode {
     let AgentCmd::Enroll {
         controller,
@@ -88,15 +97,8 @@ fn agent(cmd: AgentCmd) -> ExitCode {
         dir,
     } = cmd;
     let dir = dir.unwrap_or_else(enroll::default_dir);
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
-            return ExitCode::FAILURE;
-        }
+    let Some(runtime) = runtime(&mut tokio::runtime::Builder::new_current_thread()) else {
+        return ExitCode::FAILURE;
     };
     match runtime.block_on(enroll::enroll(&controller, &code, &dir)) {
         Ok(creds) => {
@@ -135,15 +137,8 @@ pub fn main() -> ExitCode {
     if let Cmd::Tls(cmd) = &cli.command {
         return commands::tls(cmd, &config);
     }
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
-            return ExitCode::FAILURE;
-        }
+    let Some(runtime) = runtime(&mut tokio::runtime::Builder::new_multi_thread()) else {
+        return ExitCode::FAILURE;
     };
     match cli.command {
         Cmd::Serve => {

@@ -23,7 +23,9 @@ pub fn routes() -> Router<AppState> {
     Router::new().route("/api/v1/stations/{id}/commands", post(send))
 }
 
-/// Body: what the agent should do, tagged by `type`.
+/// Body: what the agent should do, tagged by `type`. A strict copy of
+/// `protocol::CommandAction`: the wire type reads leniently (agents must accept fields a
+/// newer controller adds), while the API refuses unknown fields.
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 pub(super) enum SendCommand {

@@ -116,6 +116,18 @@ impl MqttDaemon {
         serde_json::from_slice(&out.stdout).unwrap_or(Value::Null)
     }
 
+    /// Connect as `user` over TLS with the box CA.
+    pub async fn agent(&self, client_id: &str, user: &str, pass: &str) -> Client {
+        let ca = self.ca();
+        connect(options(
+            &Via::Tls(self.tls, &ca),
+            client_id,
+            Some((user, pass)),
+        ))
+        .await
+        .unwrap()
+    }
+
     /// Add a PC station; its agent's (username, password).
     pub fn add_pc(&self, id: &str) -> (String, String) {
         let v = self.cli(&["station", "add", id, "--name", id, "--kind", "pc", "--json"]);
@@ -256,6 +268,24 @@ impl Client {
         })
         .await
         .expect("no SUBACK")
+    }
+
+    /// The next PUBLISH on any topic: (topic, payload).
+    pub async fn next_publish(&mut self, within: Duration) -> Option<(String, Vec<u8>)> {
+        self.wait_for(within, |i| match i {
+            Incoming::Publish(p) => Some((p.topic.clone(), p.payload.to_vec())),
+            _ => None,
+        })
+        .await
+    }
+
+    /// Subscribe to one filter and wait for its SUBACK.
+    pub async fn subscribe(&mut self, filter: &str) -> Vec<SubscribeReasonCode> {
+        self.client
+            .subscribe(filter, QoS::AtLeastOnce)
+            .await
+            .unwrap();
+        self.suback().await
     }
 
     /// The next PUBLISH on `topic`: (payload, retain).
@@ -494,10 +524,7 @@ async fn devices_only_touch_their_own_prefix() {
         .await
         .unwrap();
     let got = two
-        .wait_for(SHORT, |i| match i {
-            Incoming::Publish(p) => Some((p.topic.clone(), p.payload.to_vec())),
-            _ => None,
-        })
+        .next_publish(SHORT)
         .await
         .expect("the device's own message");
     assert_eq!(got, ("shellies/plug-2/relay/0".to_owned(), b"off".to_vec()));
@@ -728,19 +755,8 @@ async fn retained_state_is_there_right_after_a_restart() {
     d.cli(&["session", "start", "pc-01", "1h"]);
     d.terminate();
     let d = MqttDaemon::start(dir.path());
-    let ca = d.ca();
-    let mut agent = connect(options(
-        &Via::Tls(d.tls, &ca),
-        "pc-01",
-        Some((&user, &pass)),
-    ))
-    .await
-    .unwrap();
-    agent
-        .client
-        .subscribe("venued/v1/stations/pc-01/state", QoS::AtLeastOnce)
-        .await
-        .unwrap();
+    let mut agent = d.agent("pc-01", &user, &pass).await;
+    agent.subscribe("venued/v1/stations/pc-01/state").await;
     let (state, retained) = agent
         .publish_on("venued/v1/stations/pc-01/state", SHORT)
         .await
@@ -810,13 +826,7 @@ async fn hostile_bytes_never_hurt_the_broker() {
         .publish("shellies/plug-2/relay/0", QoS::AtLeastOnce, false, "off")
         .await
         .unwrap();
-    let got = victim
-        .wait_for(SHORT, |i| match i {
-            Incoming::Publish(p) => Some((p.topic.clone(), p.payload.to_vec())),
-            _ => None,
-        })
-        .await
-        .expect("the real message");
+    let got = victim.next_publish(SHORT).await.expect("the real message");
     assert_eq!(got, ("shellies/plug-2/relay/0".to_owned(), b"off".to_vec()));
     let metrics = metrics_of(&d);
     assert!(

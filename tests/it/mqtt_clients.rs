@@ -242,20 +242,8 @@ async fn commands_are_resent_until_acknowledged_then_an_unanswered_agent_is_unhe
         "[mqtt]\ncommand-retry = \"100ms\"\ncommand-attempts = 3\n",
     );
     let (user, pass) = d.add_pc("pc-01");
-    let ca = d.ca();
-    let mut agent = connect(options(
-        &Via::Tls(d.tls, &ca),
-        "pc-01",
-        Some((&user, &pass)),
-    ))
-    .await
-    .unwrap();
-    agent
-        .client
-        .subscribe("venued/v1/stations/pc-01/cmd", QoS::AtLeastOnce)
-        .await
-        .unwrap();
-    agent.suback().await;
+    let mut agent = d.agent("pc-01", &user, &pass).await;
+    agent.subscribe("venued/v1/stations/pc-01/cmd").await;
     let sent = d.cli(&["station", "send", "pc-01", "lock", "--json"]);
     let id = sent["id"].as_str().unwrap().to_owned();
     // The first delivery goes unanswered; the same command (same id) comes again.
