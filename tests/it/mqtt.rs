@@ -949,3 +949,31 @@ async fn staff_watch_the_floor_over_tls_and_change_nothing() {
         "the forged state must not be retained"
     );
 }
+
+#[tokio::test]
+async fn a_client_id_is_bound_to_its_account() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = MqttDaemon::start(dir.path());
+    let (u1, p1) = d.add_device("device:plug-1", "shellies/plug-1");
+    let (u2, p2) = d.add_device("device:plug-2", "shellies/plug-2");
+    let plain = Via::Plain(d.plain);
+    let mut first = connect(options(&plain, "same-id", Some((&u1, &p1))))
+        .await
+        .unwrap();
+    // Another account with the same client id is another session: no takeover.
+    let _other = connect(options(&plain, "same-id", Some((&u2, &p2))))
+        .await
+        .unwrap();
+    assert!(
+        !first.closed_within(Duration::from_millis(500)).await,
+        "another account took over the session"
+    );
+    // The same account reconnecting with the same id takes its own session over (3.1.1).
+    let _again = connect(options(&plain, "same-id", Some((&u1, &p1))))
+        .await
+        .unwrap();
+    assert!(
+        first.closed_within(SHORT).await,
+        "the old connection stayed"
+    );
+}
