@@ -32,8 +32,9 @@
 #                    (about 70 s).
 #   VENUED_SLOW=1    also run the slow tests, which are marked #[ignore]:
 #                        cargo nextest run --locked --run-ignored ignored-only
-#   VENUED_BENCH=1   also run the benchmarks (the engine, and the API on the real binary):
-#                        cargo bench --bench engine --bench api
+#   VENUED_BENCH=1   also run the benchmarks (the engine, the API on the real binary, and
+#                    the MQTT broker against Mosquitto when it is installed):
+#                        cargo bench --bench engine --bench api --bench mqtt
 #
 # At the end a summary table gives the status and duration (seconds) of every step.
 # Exit status: 0 if every step passed, otherwise the exit status of the failing step.
@@ -245,7 +246,7 @@ else
 fi
 
 if [[ ${VENUED_BENCH:-0} == 1 ]]; then
-    run_step bench cargo bench --locked --bench engine --bench api
+    run_step bench cargo bench --locked --bench engine --bench api --bench mqtt
 else
     skip_step bench "set VENUED_BENCH=1 to run the benchmarks"
 fi
