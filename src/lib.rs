@@ -1,5 +1,6 @@
 //! venued: the edge controller of a gaming venue. See README.md and docs/.
 
+pub mod agent;
 pub mod clock;
 pub mod config;
 pub mod domain;
