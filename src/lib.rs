@@ -17,6 +17,7 @@ pub mod engine;
 pub mod http;
 pub mod logging;
 pub mod protocol;
+pub mod runtime;
 #[cfg(feature = "controller")]
 pub mod store;
 #[cfg(feature = "controller")]

@@ -5,10 +5,15 @@ fn main() -> std::process::ExitCode {
     let _ = rustls::crypto::ring::default_provider().install_default();
     #[cfg(feature = "controller")]
     return venued::cli::main();
-    // The agent-only build (Windows PCs) gets its own entry point with the agent issue.
-    #[cfg(not(feature = "controller"))]
+    // The agent-only build (Windows PCs): `venued agent ...` and nothing else.
+    #[cfg(all(not(feature = "controller"), feature = "agent"))]
     {
-        eprintln!("this venued build has no controller; rebuild with --features controller");
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        venued::agent::cli::main()
+    }
+    #[cfg(not(any(feature = "controller", feature = "agent")))]
+    {
+        eprintln!("this venued build has neither controller nor agent; enable a feature");
         std::process::ExitCode::from(2)
     }
 }

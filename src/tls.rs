@@ -28,7 +28,7 @@ use rustls::crypto::CryptoProvider;
 use rustls::sign::CertifiedKey;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
-use sha2::{Digest, Sha256};
+
 use std::fmt;
 use std::fs::{self, File, OpenOptions};
 use std::future::Future;
@@ -371,14 +371,8 @@ impl BoxIdentity {
     }
 }
 
-/// `AB:CD:…`: SHA-256 of `der`, uppercase hex pairs joined by colons.
-pub fn fingerprint_sha256(der: &[u8]) -> String {
-    Sha256::digest(der)
-        .iter()
-        .map(|b| format!("{b:02X}"))
-        .collect::<Vec<_>>()
-        .join(":")
-}
+/// What agents pin: shared with them through the protocol module.
+pub use crate::protocol::enrollment::fingerprint_sha256;
 
 /// Load the box identity from `<data_dir>/tls/`, creating what is missing. See
 /// [`load_or_create_at`]; this reads the system clock.

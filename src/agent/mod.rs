@@ -6,3 +6,12 @@
 //! adapters and the overlay build on it.
 
 pub mod enforcer;
+
+#[cfg(feature = "agent")]
+pub mod adapter;
+#[cfg(feature = "agent")]
+pub mod cli;
+#[cfg(feature = "agent")]
+pub mod enroll;
+#[cfg(feature = "agent")]
+pub mod run;

@@ -340,7 +340,9 @@ async fn dispatch(
 ) -> Result<ExitCode, ClientError> {
     use super::Cmd;
     match cmd {
-        Cmd::Serve | Cmd::Config(_) | Cmd::Tls(_) | Cmd::Agent(_) => Ok(ExitCode::SUCCESS),
+        Cmd::Serve | Cmd::Config(_) | Cmd::Tls(_) => Ok(ExitCode::SUCCESS),
+        #[cfg(feature = "agent")]
+        Cmd::Agent(_) => Ok(ExitCode::SUCCESS),
         Cmd::Station(cmd) => station(client, cmd, tz).await,
         Cmd::Session(cmd) => session(client, cmd, tz).await,
         Cmd::User(cmd) => user(client, cmd).await,

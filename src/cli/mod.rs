@@ -2,7 +2,6 @@
 
 mod client;
 mod commands;
-mod enroll;
 mod mqtt;
 mod serve;
 
@@ -58,63 +57,11 @@ enum Cmd {
     Clock(commands::ClockCmd),
     /// The PC agent (enrollment today; `run` and the OS services come with the agent).
     #[command(subcommand)]
-    Agent(AgentCmd),
+    #[cfg(feature = "agent")]
+    Agent(crate::agent::cli::AgentCmd),
     /// The box's CA and HTTPS certificate (files only; no running controller needed).
     #[command(subcommand)]
     Tls(commands::TlsCmd),
-}
-
-#[derive(Debug, clap::Subcommand)]
-enum AgentCmd {
-    /// Fetch this PC's MQTT credentials and the box CA with a code from staff
-    /// (`venued station enroll <id>` on the controller).
-    Enroll {
-        /// The controller's HTTPS address, e.g. https://192.168.1.10:8443.
-        #[arg(long)]
-        controller: String,
-        #[arg(long)]
-        code: String,
-        /// Where to keep agent.json and ca.pem (default: /etc/venued-agent as root,
-        /// else ~/.config/venued-agent).
-        #[arg(long)]
-        dir: Option<PathBuf>,
-    },
-}
-
-/// A runtime with timers and I/O, or None after saying why on stderr.
-fn runtime(builder: &mut tokio::runtime::Builder) -> Option<tokio::runtime::Runtime> {
-    builder
-        .enable_all()
-        .build()
-        .inspect_err(|e| eprintln!("error: cannot start the async runtime: {e}"))
-        .ok()
-}
-
-fn agent(cmd: AgentCmd) -> ExitCode {
-    let AgentCmd::Enroll {
-        controller,
-        code,
-        dir,
-    } = cmd;
-    let dir = dir.unwrap_or_else(enroll::default_dir);
-    let Some(runtime) = runtime(&mut tokio::runtime::Builder::new_current_thread()) else {
-        return ExitCode::FAILURE;
-    };
-    match runtime.block_on(enroll::enroll(&controller, &code, &dir)) {
-        Ok(creds) => {
-            println!(
-                "enrolled as {} for station {}; credentials and CA saved in {}",
-                creds.username,
-                creds.station,
-                dir.display()
-            );
-            ExitCode::SUCCESS
-        }
-        Err(e) => {
-            eprintln!("error: {e}");
-            ExitCode::FAILURE
-        }
-    }
 }
 
 pub fn main() -> ExitCode {
@@ -124,7 +71,8 @@ pub fn main() -> ExitCode {
     }
     // The agent runs on a PC, with nothing of the controller's configuration.
     let cli = match cli.command {
-        Cmd::Agent(cmd) => return agent(cmd),
+        #[cfg(feature = "agent")]
+        Cmd::Agent(cmd) => return crate::agent::cli::run(cmd),
         _ => cli,
     };
     let config = match load_config(&cli) {
@@ -137,7 +85,8 @@ pub fn main() -> ExitCode {
     if let Cmd::Tls(cmd) = &cli.command {
         return commands::tls(cmd, &config);
     }
-    let Some(runtime) = runtime(&mut tokio::runtime::Builder::new_multi_thread()) else {
+    let Some(runtime) = crate::runtime::build(&mut tokio::runtime::Builder::new_multi_thread())
+    else {
         return ExitCode::FAILURE;
     };
     match cli.command {

@@ -100,6 +100,18 @@ impl fmt::Display for EnrollmentCode {
     }
 }
 
+/// `AB:CD:…`: SHA-256 of a certificate (DER), upper-case hex pairs joined by colons, as
+/// `venued tls show` prints and enrollment codes carry.
+#[cfg(any(feature = "controller", feature = "agent"))]
+pub fn fingerprint_sha256(der: &[u8]) -> String {
+    use sha2::{Digest, Sha256};
+    Sha256::digest(der)
+        .iter()
+        .map(|b| format!("{b:02X}"))
+        .collect::<Vec<_>>()
+        .join(":")
+}
+
 /// Body of `POST /api/v1/enroll`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]

@@ -3,6 +3,7 @@
 
 mod support;
 
+mod agent;
 mod audit;
 mod bad_input;
 mod cli_flow;

@@ -7,8 +7,9 @@
 //! checked: the box often has no DNS name and its certificate cannot list every LAN
 //! address, and a CA private to this one box already says who it is.
 
-use crate::protocol::enrollment::{EnrollRequest, EnrollResponse, EnrollmentCode};
-use crate::tls::fingerprint_sha256;
+use crate::protocol::enrollment::{
+    EnrollRequest, EnrollResponse, EnrollmentCode, fingerprint_sha256,
+};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
 use hyper_util::rt::TokioIo;
@@ -21,7 +22,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-/// What `venued agent run` reads (issue 6): written 0600 beside `ca.pem`.
+/// What `venued agent run` reads: written 0600 beside `ca.pem`.
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AgentCredentials {
@@ -34,6 +35,7 @@ pub struct AgentCredentials {
 }
 
 /// Where the agent keeps its files unless told otherwise.
+#[cfg(unix)]
 pub fn default_dir() -> PathBuf {
     // SAFETY: geteuid(2) has no preconditions and cannot fail.
     let root = unsafe { libc::geteuid() } == 0;
@@ -46,6 +48,17 @@ pub fn default_dir() -> PathBuf {
             .map(|h| PathBuf::from(h).join(".config/venued-agent"))
             .unwrap_or_else(|| PathBuf::from("venued-agent")),
     }
+}
+
+/// Where the agent keeps its files unless told otherwise: beside the service, readable
+/// only by administrators.
+#[cfg(windows)]
+pub fn default_dir() -> PathBuf {
+    std::env::var_os("ProgramData")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(r"C:\ProgramData"))
+        .join("venued")
+        .join("agent")
 }
 
 /// `https://host[:port]` -> (host, port); the port defaults to 8443.
@@ -80,15 +93,7 @@ fn parse_controller(url: &str) -> Result<(String, u16), String> {
 pub async fn enroll(controller: &str, code: &str, dir: &Path) -> Result<AgentCredentials, String> {
     let code = EnrollmentCode::parse(code).map_err(|e| e.to_string())?;
     let (host, port) = parse_controller(controller)?;
-    let verifier = Arc::new(PinnedCa::new(code.clone()));
-    let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .map_err(|e| e.to_string())?
-    .dangerous()
-    .with_custom_certificate_verifier(verifier)
-    .with_no_client_auth();
+    let mut config = pinned_client(&code.ca_prefix)?;
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
 
     let tcp = tokio::time::timeout(
@@ -161,6 +166,7 @@ pub async fn enroll(controller: &str, code: &str, dir: &Path) -> Result<AgentCre
 use rustls_pki_types::pem::PemObject;
 
 /// Write `agent.json` (0600) and `ca.pem` into a 0700 directory.
+#[cfg(unix)]
 fn save(dir: &Path, creds: &AgentCredentials, ca_pem: &str) -> Result<(), String> {
     use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
     std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
@@ -189,20 +195,60 @@ fn save(dir: &Path, creds: &AgentCredentials, ca_pem: &str) -> Result<(), String
     Ok(())
 }
 
-/// Accepts a server whose chain holds a CA matching the code's fingerprint prefix and
-/// whose certificate that CA signed, whatever name was dialled.
+/// Windows: ProgramData is writable by administrators only once the installer has set
+/// its ACL (issue 6 ships that with the service); the files are written plainly here.
+#[cfg(windows)]
+fn save(dir: &Path, creds: &AgentCredentials, ca_pem: &str) -> Result<(), String> {
+    std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    let json = serde_json::to_vec_pretty(creds).map_err(|e| e.to_string())?;
+    for (name, bytes) in [
+        ("agent.json", json.as_slice()),
+        ("ca.pem", ca_pem.as_bytes()),
+    ] {
+        let path = dir.join(name);
+        std::fs::write(&path, bytes)
+            .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    }
+    Ok(())
+}
+
+/// A TLS client that trusts only a server presenting a CA whose SHA-256 fingerprint starts
+/// with `ca_prefix` (hex; the code's 16 digits at enrollment, all 64 afterwards), and a
+/// certificate that CA signed.
+pub fn pinned_client(ca_prefix: &str) -> Result<rustls::ClientConfig, String> {
+    let verifier = Arc::new(PinnedCa {
+        prefix: ca_prefix
+            .chars()
+            .filter(char::is_ascii_hexdigit)
+            .map(|c| c.to_ascii_uppercase())
+            .collect(),
+        provider: Arc::new(rustls::crypto::ring::default_provider()),
+    });
+    Ok(
+        rustls::ClientConfig::builder_with_provider(verifier.provider.clone())
+            .with_safe_default_protocol_versions()
+            .map_err(|e| e.to_string())?
+            .dangerous()
+            .with_custom_certificate_verifier(verifier)
+            .with_no_client_auth(),
+    )
+}
+
+/// Accepts a server whose chain holds the pinned CA and whose certificate that CA signed,
+/// whatever name was dialled.
 #[derive(Debug)]
 struct PinnedCa {
-    code: EnrollmentCode,
+    /// Upper-case hex digits the CA's fingerprint must start with.
+    prefix: String,
     provider: Arc<rustls::crypto::CryptoProvider>,
 }
 
 impl PinnedCa {
-    fn new(code: EnrollmentCode) -> Self {
-        Self {
-            code,
-            provider: Arc::new(rustls::crypto::ring::default_provider()),
-        }
+    fn pins(&self, cert: &[u8]) -> bool {
+        !self.prefix.is_empty()
+            && fingerprint_sha256(cert)
+                .replace(':', "")
+                .starts_with(&self.prefix)
     }
 }
 
@@ -215,12 +261,9 @@ impl ServerCertVerifier for PinnedCa {
         ocsp: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        let ca = intermediates
-            .iter()
-            .find(|c| self.code.matches_ca(&fingerprint_sha256(c)))
-            .ok_or(rustls::Error::InvalidCertificate(
-                CertificateError::UnknownIssuer,
-            ))?;
+        let ca = intermediates.iter().find(|c| self.pins(c)).ok_or(
+            rustls::Error::InvalidCertificate(CertificateError::UnknownIssuer),
+        )?;
         let mut roots = RootCertStore::empty();
         roots.add(ca.clone().into_owned())?;
         let webpki =

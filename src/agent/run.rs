@@ -1,0 +1,232 @@
+//! `venued agent run`: the MQTT side of the agent around the enforcement core.
+//!
+//! Connects over TLS trusting only the CA pinned at enrollment, follows its station's
+//! retained state and commands, acknowledges every command, reports its status (retained,
+//! with a last will saying offline) and keeps enforcing while the controller is away.
+
+use super::adapter::{Adapter, describe};
+use super::enforcer::{Action, Enforcer, Mono};
+use super::enroll::{AgentCredentials, pinned_client};
+use crate::clock::Clock;
+use crate::domain::StationId;
+use crate::protocol::{
+    self, AgentCommand, AgentStatus, CommandAck, StationState, Topic, agent_status, station_ack,
+};
+use rumqttc::{AsyncClient, Event, Incoming, LastWill, MqttOptions, QoS, TlsConfiguration};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// What `run` needs besides the enrolled files.
+pub struct Options {
+    /// Test-only: pretend the PC's wall clock is this far off (it must change nothing
+    /// but the reported clock offset).
+    pub wall_offset: jiff::SignedDuration,
+    /// Override the controller's MQTT TLS port (default: the first from enrollment).
+    pub mqtt_port: Option<u16>,
+}
+
+/// Longest wait between reconnection attempts.
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
+/// How often the retained status is refreshed (idle time, clock offset).
+const STATUS_EVERY: Duration = Duration::from_secs(30);
+
+pub async fn run(
+    dir: &Path,
+    mut adapter: Box<dyn Adapter>,
+    clock: Arc<dyn Clock>,
+    opts: Options,
+) -> Result<(), String> {
+    let creds: AgentCredentials =
+        serde_json::from_slice(&std::fs::read(dir.join("agent.json")).map_err(|e| {
+            format!(
+                "cannot read {}: {e} (run `venued agent enroll` first)",
+                dir.join("agent.json").display()
+            )
+        })?)
+        .map_err(|e| format!("{}: {e}", dir.join("agent.json").display()))?;
+    let station = StationId::parse(&creds.station).map_err(|e| e.to_string())?;
+    let port = opts
+        .mqtt_port
+        .or_else(|| creds.mqtt_tls_ports.first().copied())
+        .ok_or("agent.json names no MQTT port")?;
+    let tls = pinned_client(&creds.ca_fingerprint)?;
+
+    let status_topic = agent_status(&station);
+    let mut mqtt = MqttOptions::new(format!("agent-{station}"), &creds.controller_host, port);
+    mqtt.set_credentials(&creds.username, &creds.password)
+        .set_keep_alive(Duration::from_secs(15))
+        .set_clean_session(true)
+        .set_transport(rumqttc::Transport::Tls(TlsConfiguration::Rustls(Arc::new(
+            tls,
+        ))))
+        .set_last_will(LastWill::new(
+            &status_topic,
+            protocol::encode(&AgentStatus::will()),
+            QoS::AtLeastOnce,
+            true,
+        ));
+    let (client, mut events) = AsyncClient::new(mqtt, 64);
+
+    let started = clock.monotonic();
+    let mono = || Mono((clock.monotonic() - started).as_millis() as u64);
+    let wall = || crate::domain::time::add(clock.wall(), opts.wall_offset);
+    let mut enforcer = Enforcer::new(station.clone());
+    let mut backoff = Duration::from_millis(500);
+    let mut status_tick = tokio::time::interval(STATUS_EVERY);
+    tracing::info!(%station, host = creds.controller_host, port, "agent starting (locked until a session is known)");
+    loop {
+        let wake = enforcer.next_wakeup().map(|at| {
+            let now = mono();
+            tokio::time::Instant::now() + Duration::from_millis(at.0.saturating_sub(now.0))
+        });
+        let mut actions = Vec::new();
+        tokio::select! {
+            event = events.poll() => match event {
+                Ok(Event::Incoming(Incoming::ConnAck(ack))) => {
+                    backoff = Duration::from_millis(500);
+                    tracing::info!(session_present = ack.session_present, "connected to the controller");
+                    // A clean session forgets subscriptions: subscribe on every CONNACK.
+                    let own = format!("{}/stations/{station}/#", protocol::ROOT);
+                    let subscribed = client.subscribe(own, QoS::AtLeastOnce).await;
+                    let announced = publish_status(&client, &status_topic, &enforcer, true).await;
+                    if let Err(e) = subscribed.and(announced) {
+                        tracing::warn!(error = %e, "cannot subscribe");
+                    }
+                }
+                Ok(Event::Incoming(Incoming::Publish(p))) => match protocol::parse(&p.topic) {
+                    Some(Topic::StationState(s)) if s == station => {
+                        match protocol::decode::<StationState>(&p.payload) {
+                            Ok(state) => match enforcer.on_state(&state, mono(), wall()) {
+                                Ok(a) => actions = a,
+                                Err(why) => tracing::warn!(%why, "station state ignored"),
+                            },
+                            Err(e) => tracing::warn!(error = %e, "malformed station state ignored"),
+                        }
+                    }
+                    Some(Topic::StationCmd(s)) if s == station => {
+                        match protocol::decode::<AgentCommand>(&p.payload) {
+                            Ok(cmd) => actions = enforcer.on_command(&cmd, mono()),
+                            Err(e) => actions = refuse_command(&p.payload, &e.to_string()),
+                        }
+                    }
+                    _ => {}
+                },
+                Ok(_) => {}
+                Err(e) => {
+                    // Keep enforcing; rumqttc reconnects on the next poll.
+                    tracing::warn!(error = %e, retry_in = ?backoff, "controller unreachable");
+                    let jitter = Duration::from_millis(u64::from(rand::random::<u8>()) * 2);
+                    let until = tokio::time::Instant::now() + backoff + jitter;
+                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                    // Deadlines still come due while we wait to reconnect.
+                    loop {
+                        let due = enforcer.next_wakeup().map(|at| {
+                            tokio::time::Instant::now() + Duration::from_millis(at.0.saturating_sub(mono().0))
+                        });
+                        match due {
+                            Some(d) if d < until => {
+                                tokio::time::sleep_until(d).await;
+                                let a = enforcer.tick(mono());
+                                apply(&mut adapter, &client, &station, a).await;
+                            }
+                            _ => break,
+                        }
+                    }
+                    tokio::time::sleep_until(until).await;
+                }
+            },
+            () = sleep_until(wake) => actions = enforcer.tick(mono()),
+            _ = status_tick.tick() => {
+                let _ = publish_status(&client, &status_topic, &enforcer, true).await;
+            }
+            _ = tokio::signal::ctrl_c() => {
+                tracing::info!("agent stopping");
+                let _ = publish_status(&client, &status_topic, &enforcer, false).await;
+                let _ = client.disconnect().await;
+                return Ok(());
+            }
+        }
+        let changed = actions
+            .iter()
+            .any(|a| matches!(a, Action::Lock | Action::Unlock));
+        apply(&mut adapter, &client, &station, actions).await;
+        if changed {
+            let _ = publish_status(&client, &status_topic, &enforcer, true).await;
+        }
+    }
+}
+
+/// A command this agent cannot read: acknowledge it as not done, if it has an id.
+fn refuse_command(payload: &[u8], error: &str) -> Vec<Action> {
+    let id = serde_json::from_slice::<serde_json::Value>(payload)
+        .ok()
+        .and_then(|v| v.get("id")?.as_str().map(str::to_owned));
+    tracing::warn!(error, "command refused");
+    id.map(|id| Action::Ack {
+        id,
+        ok: false,
+        error: Some(format!("not_supported: {error}")),
+    })
+    .into_iter()
+    .collect()
+}
+
+async fn apply(
+    adapter: &mut Box<dyn Adapter>,
+    client: &AsyncClient,
+    station: &StationId,
+    actions: Vec<Action>,
+) {
+    for action in actions {
+        tracing::info!(action = describe(&action), "enforcing");
+        match action {
+            Action::Ack { id, ok, error } => {
+                let ack = CommandAck { id, ok, error };
+                let sent = client
+                    .publish(
+                        station_ack(station),
+                        QoS::AtLeastOnce,
+                        false,
+                        protocol::encode(&ack),
+                    )
+                    .await;
+                if let Err(e) = sent {
+                    tracing::warn!(error = %e, "cannot send an acknowledgement");
+                }
+            }
+            other => {
+                if let Err(e) = adapter.apply(&other) {
+                    tracing::error!(action = describe(&other), error = %e, "the OS adapter failed");
+                }
+            }
+        }
+    }
+}
+
+async fn publish_status(
+    client: &AsyncClient,
+    topic: &str,
+    enforcer: &Enforcer,
+    online: bool,
+) -> Result<(), rumqttc::ClientError> {
+    let status = AgentStatus {
+        online,
+        version: Some(env!("CARGO_PKG_VERSION").to_owned()),
+        user: None,
+        idle_s: None,
+        locked: Some(enforcer.locked()),
+        clock_offset_ms: enforcer.clock_offset_ms(),
+        at: None,
+    };
+    client
+        .publish(topic, QoS::AtLeastOnce, true, protocol::encode(&status))
+        .await
+}
+
+async fn sleep_until(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}

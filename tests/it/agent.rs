@@ -1,0 +1,158 @@
+//! The real agent process (`venued agent run`, log adapter) against the real controller
+//! over MQTT: unlock on session start, warnings, lock at expiry, and enforcement that goes
+//! on when the controller dies.
+// Plain test threads (no async runtime here): sleeping and reading the wall clock to
+// measure lateness are what these tests do.
+#![allow(clippy::disallowed_methods)]
+
+use crate::mqtt::MqttDaemon;
+use crate::support::*;
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+/// Sessions short enough to test: warn 3 s before the end, 1 s of grace.
+const CONFIG: &str = "[sessions]\nwarnings = [\"3s\"]\ngrace = \"1s\"\n";
+
+/// Write the files enrollment would, for `pc-01`'s agent.
+fn agent_dir(d: &MqttDaemon, dir: &Path, user: &str, pass: &str) {
+    std::fs::create_dir_all(dir).unwrap();
+    let ca = std::fs::read(d.dir.join("tls/ca.pem")).unwrap();
+    let fingerprint = venued::tls::fingerprint_sha256(
+        &rustls_pki_types::pem::PemObject::from_pem_slice(&ca)
+            .map(|c: rustls_pki_types::CertificateDer<'static>| c.to_vec())
+            .unwrap(),
+    );
+    let creds = serde_json::json!({
+        "station": "pc-01",
+        "controller_host": "127.0.0.1",
+        "mqtt_tls_ports": [d.tls],
+        "username": user,
+        "password": pass,
+        "ca_fingerprint": fingerprint,
+    });
+    std::fs::write(dir.join("agent.json"), creds.to_string()).unwrap();
+    std::fs::write(dir.join("ca.pem"), ca).unwrap();
+}
+
+/// A running agent and its action lines, with when each arrived.
+struct Agent {
+    child: Child,
+    lines: mpsc::Receiver<(Instant, String)>,
+}
+
+impl Agent {
+    fn start(dir: &Path, extra: &[&str]) -> Self {
+        let mut child = Command::new(BIN)
+            .args(["agent", "run", "--adapter", "log", "--dir"])
+            .arg(dir)
+            .args(extra)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let (tx, lines) = mpsc::channel();
+        let out = child.stdout.take().unwrap();
+        std::thread::spawn(move || {
+            for line in BufReader::new(out).lines().map_while(Result::ok) {
+                // "<wall clock> <action...>": keep the action.
+                let action = line
+                    .split_once(' ')
+                    .map(|(_, a)| a.to_owned())
+                    .unwrap_or(line);
+                if tx.send((Instant::now(), action)).is_err() {
+                    return;
+                }
+            }
+        });
+        Self { child, lines }
+    }
+
+    /// The next action line starting with `prefix` within `within`, and when it came.
+    fn expect(&self, prefix: &str, within: Duration) -> Instant {
+        let deadline = Instant::now() + within;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok((at, line)) if line.starts_with(prefix) => return at,
+                Ok(_) => {}
+                Err(_) => panic!("the agent did not {prefix:?} within {within:?}"),
+            }
+        }
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Seconds between the session's `ends_at` (from the API) and an instant we saw.
+fn lateness(ends_at: jiff::Timestamp, seen: Instant) -> f64 {
+    // Map the wall deadline onto our monotonic clock through "now".
+    let now_wall = wall_now();
+    let until_end = ends_at.duration_since(now_wall).as_secs_f64();
+    let now = Instant::now();
+    let seen_from_now = if seen >= now {
+        seen.duration_since(now).as_secs_f64()
+    } else {
+        -(now.duration_since(seen).as_secs_f64())
+    };
+    seen_from_now - until_end
+}
+
+fn wall_now() -> jiff::Timestamp {
+    jiff::Timestamp::now()
+}
+
+fn start_session(d: &MqttDaemon, secs: u32) -> jiff::Timestamp {
+    let v = d.cli(&["session", "start", "pc-01", &format!("{secs}s"), "--json"]);
+    v["ends_at"].as_str().unwrap().parse().unwrap()
+}
+
+#[test]
+fn the_agent_unlocks_warns_and_locks_on_time_with_a_skewed_clock() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = MqttDaemon::start_config(dir.path(), CONFIG);
+    let (user, pass) = d.add_pc("pc-01");
+    let adir = dir.path().join("agent");
+    agent_dir(&d, &adir, &user, &pass);
+    // This PC's clock is 10 minutes fast: it must change nothing.
+    let agent = Agent::start(&adir, &["--wall-offset-secs", "600"]);
+    // Give it time to connect and take the retained (free) state.
+    std::thread::sleep(Duration::from_millis(800));
+    let ends_at = start_session(&d, 6);
+    agent.expect("unlock", Duration::from_secs(5));
+    let warned = agent.expect("warn 3", Duration::from_secs(8));
+    let late = lateness(ends_at - jiff::SignedDuration::from_secs(3), warned);
+    assert!(late.abs() < 1.0, "warning {late:.3} s off");
+    let locked = agent.expect("lock", Duration::from_secs(10));
+    // Locked when the grace period (1 s) is over, within the venue's ±5 s.
+    let late = lateness(ends_at + jiff::SignedDuration::from_secs(1), locked);
+    eprintln!("lock lateness after grace: {late:.3} s");
+    assert!(late.abs() < 5.0 && late > -0.5, "locked {late:.3} s off");
+}
+
+#[test]
+fn the_agent_still_locks_when_the_controller_is_gone() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = MqttDaemon::start_config(dir.path(), CONFIG);
+    let (user, pass) = d.add_pc("pc-01");
+    let adir = dir.path().join("agent");
+    agent_dir(&d, &adir, &user, &pass);
+    let agent = Agent::start(&adir, &[]);
+    std::thread::sleep(Duration::from_millis(800));
+    let ends_at = start_session(&d, 5);
+    agent.expect("unlock", Duration::from_secs(5));
+    // The controller dies mid-session (SIGKILL: no goodbye).
+    drop(d);
+    let locked = agent.expect("lock", Duration::from_secs(12));
+    let late = lateness(ends_at, locked);
+    eprintln!("offline lock lateness: {late:.3} s");
+    assert!(late > -0.5 && late < 5.0, "locked {late:.3} s off ends_at");
+}
