@@ -156,3 +156,104 @@ fn the_agent_still_locks_when_the_controller_is_gone() {
     eprintln!("offline lock lateness: {late:.3} s");
     assert!(late > -0.5 && late < 5.0, "locked {late:.3} s off ends_at");
 }
+
+/// A loopback TCP proxy that can cut every connection and refuse new ones, then heal.
+struct Proxy {
+    port: u16,
+    open: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    generation: std::sync::Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl Proxy {
+    fn start(rt: &tokio::runtime::Runtime, upstream: u16) -> Self {
+        use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+        let listener = rt
+            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+            .unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let open = std::sync::Arc::new(AtomicBool::new(true));
+        let generation = std::sync::Arc::new(AtomicU64::new(0));
+        let (o, g) = (open.clone(), generation.clone());
+        rt.spawn(async move {
+            loop {
+                let Ok((client, _)) = listener.accept().await else {
+                    return;
+                };
+                if !o.load(Ordering::SeqCst) {
+                    drop(client);
+                    continue;
+                }
+                let born = g.load(Ordering::SeqCst);
+                let g = g.clone();
+                tokio::spawn(async move {
+                    let Ok(server) = tokio::net::TcpStream::connect(("127.0.0.1", upstream)).await
+                    else {
+                        return;
+                    };
+                    let (mut cr, mut cw) = client.into_split();
+                    let (mut sr, mut sw) = server.into_split();
+                    let cut = async {
+                        while g.load(Ordering::SeqCst) == born {
+                            tokio::time::sleep(Duration::from_millis(20)).await;
+                        }
+                    };
+                    tokio::select! {
+                        _ = tokio::io::copy(&mut cr, &mut sw) => {}
+                        _ = tokio::io::copy(&mut sr, &mut cw) => {}
+                        () = cut => {}
+                    }
+                });
+            }
+        });
+        Self {
+            port,
+            open,
+            generation,
+        }
+    }
+
+    /// Drop every connection and refuse new ones.
+    fn cut(&self) {
+        use std::sync::atomic::Ordering;
+        self.open.store(false, Ordering::SeqCst);
+        self.generation.fetch_add(1, Ordering::SeqCst);
+    }
+
+    fn heal(&self) {
+        self.open.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+#[test]
+fn a_cut_connection_resynchronises_to_the_new_deadline_without_flicker() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let d = MqttDaemon::start_config(dir.path(), CONFIG);
+    let (user, pass) = d.add_pc("pc-01");
+    let adir = dir.path().join("agent");
+    agent_dir(&d, &adir, &user, &pass);
+    let proxy = Proxy::start(&rt, d.tls);
+    let agent = Agent::start(&adir, &["--mqtt-port", &proxy.port.to_string()]);
+    std::thread::sleep(Duration::from_millis(800));
+    // Long enough that the agent is back (its reconnect backoff reaches 2 s) well before
+    // the old deadline.
+    let ends_at = start_session(&d, 10);
+    agent.expect("unlock", Duration::from_secs(5));
+    // The network goes; meanwhile staff extend the session by 10 s.
+    proxy.cut();
+    let v = d.cli(&["session", "extend", "pc-01", "10s", "--json"]);
+    let extended: jiff::Timestamp = v["ends_at"].as_str().unwrap().parse().unwrap();
+    assert_eq!(extended, ends_at + jiff::SignedDuration::from_secs(10));
+    std::thread::sleep(Duration::from_millis(1500));
+    proxy.heal();
+    // Back online before the old deadline: the agent takes the new one and stays
+    // unlocked (no lock/unlock flicker), then locks after the new deadline and grace.
+    let locked = agent.expect("lock", Duration::from_secs(40));
+    let late = lateness(extended + jiff::SignedDuration::from_secs(1), locked);
+    eprintln!("lock after reconnect: {late:.3} s from the extended end");
+    assert!(
+        late.abs() < 5.0,
+        "locked {late:.3} s off the extended deadline"
+    );
+    drop(rt);
+}
