@@ -16,6 +16,9 @@
 #   fmt       cargo fmt --all -- --check
 #   clippy    cargo clippy --all-targets --locked -- -D warnings
 #   agent     cargo check --no-default-features --features agent (the agent-only build)
+#   windows   ./scripts/cross-check.sh: the agent for x86_64-pc-windows-gnu (clippy
+#             -D warnings, venued.exe, only system DLLs imported); adds the rustup target
+#             and the MinGW linker (apt) when missing
 #   test      cargo nextest run --locked --no-fail-fast   (plus --profile ci when CI=true)
 #   doctest   cargo test --doc --locked                   (only if src/lib.rs exists;
 #                                                          nextest does not run doc tests)
@@ -27,6 +30,7 @@
 #
 # Environment:
 #   CI=true          use the `ci` nextest profile (.config/nextest.toml) and CARGO_TERM_COLOR=never.
+#   VENUED_WINDOWS=0 skip the Windows cross-check (it needs the rustup target and apt once).
 #   VENUED_FUZZ=0    skip the fuzz step (it needs PyPI once, to install schemathesis).
 #   VENUED_FUZZ=1    a deeper fuzz step: 100 cases per operation and phase, up to 10 minutes
 #                    (about 70 s).
@@ -215,8 +219,14 @@ ensure_tools() {
 run_step tools ensure_tools
 run_step fmt cargo fmt --all -- --check "${rustfmt_color[@]}"
 run_step clippy cargo clippy --all-targets --locked -- -D warnings
-# The PC agent must keep building without the controller's Unix-only parts.
+# The PC agent must keep building without the controller's Unix-only parts...
 run_step agent cargo check --locked --no-default-features --features agent
+# ... and for Windows: clippy, venued.exe, and its DLL imports (scripts/cross-check.sh).
+if [[ ${VENUED_WINDOWS:-1} == 0 ]]; then
+    skip_step windows "VENUED_WINDOWS=0"
+else
+    run_step windows ./scripts/cross-check.sh
+fi
 run_step test cargo nextest run --locked --no-fail-fast "${nextest_profile[@]}"
 
 if [[ -f src/lib.rs ]]; then
