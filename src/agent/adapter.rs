@@ -48,3 +48,101 @@ impl Adapter for LogAdapter {
             .map_err(|e| format!("cannot write the action log: {e}"))
     }
 }
+
+/// Linux desktops under systemd-logind: lock and unlock the graphical session, log off,
+/// power off and reboot through `loginctl` / `systemctl`; warnings and messages as desktop
+/// notifications (`notify-send`), best effort. Sleep prevention needs a held
+/// `systemd-inhibit` lock, which comes with the agent service.
+pub struct LoginctlAdapter {
+    /// The session to act on (`XDG_SESSION_ID` when run inside it); `None` lets loginctl
+    /// pick the caller's session.
+    session: Option<String>,
+}
+
+impl LoginctlAdapter {
+    pub fn new(session: Option<String>) -> Self {
+        Self { session }
+    }
+
+    /// The program and arguments for an action; `None` when it needs no command here.
+    pub fn command_for(&self, action: &Action) -> Option<(&'static str, Vec<String>)> {
+        let with_session = |verb: &str| {
+            let mut args = vec![verb.to_owned()];
+            args.extend(self.session.clone());
+            args
+        };
+        match action {
+            Action::Lock => Some(("loginctl", with_session("lock-session"))),
+            Action::Unlock => Some(("loginctl", with_session("unlock-session"))),
+            Action::LogOff => Some(("loginctl", with_session("terminate-session"))),
+            Action::Shutdown => Some(("systemctl", vec!["poweroff".into()])),
+            Action::Restart => Some(("systemctl", vec!["reboot".into()])),
+            Action::Warn { lead_s } => Some((
+                "notify-send",
+                vec![
+                    "--urgency=critical".into(),
+                    "venued".into(),
+                    format!(
+                        "{} left in your session",
+                        crate::domain::time::human(jiff::SignedDuration::from_secs(i64::from(
+                            *lead_s
+                        )))
+                    ),
+                ],
+            )),
+            Action::ShowMessage(text) => Some(("notify-send", vec!["venued".into(), text.clone()])),
+            Action::PreventSleep(_) | Action::Ack { .. } => None,
+        }
+    }
+}
+
+fn run_program(program: &str, args: &[String]) -> Result<(), String> {
+    let status = std::process::Command::new(program)
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .status()
+        .map_err(|e| format!("cannot run {program}: {e}"))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!("{program} {} failed: {status}", args.join(" ")))
+    }
+}
+
+impl Adapter for LoginctlAdapter {
+    fn apply(&mut self, action: &Action) -> Result<(), String> {
+        match self.command_for(action) {
+            Some((program, args)) => run_program(program, &args),
+            None => Ok(()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn loginctl_commands_name_the_session() {
+        let a = LoginctlAdapter::new(Some("7".into()));
+        assert_eq!(
+            a.command_for(&Action::Lock),
+            Some(("loginctl", vec!["lock-session".to_owned(), "7".to_owned()]))
+        );
+        assert_eq!(
+            a.command_for(&Action::LogOff),
+            Some((
+                "loginctl",
+                vec!["terminate-session".to_owned(), "7".to_owned()]
+            ))
+        );
+        let b = LoginctlAdapter::new(None);
+        assert_eq!(
+            b.command_for(&Action::Unlock),
+            Some(("loginctl", vec!["unlock-session".to_owned()]))
+        );
+        assert_eq!(b.command_for(&Action::PreventSleep(true)), None);
+        let warn = b.command_for(&Action::Warn { lead_s: 300 }).unwrap();
+        assert!(warn.1[2].contains("5m"), "{warn:?}");
+    }
+}

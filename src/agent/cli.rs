@@ -24,10 +24,15 @@ pub enum AgentCmd {
         /// Where `enroll` saved agent.json and ca.pem.
         #[arg(long)]
         dir: Option<PathBuf>,
-        /// How actions reach the OS: `log` writes them as lines (to --log-file or stdout).
-        /// The Windows and Linux session adapters come with the agent's next release.
-        #[arg(long, default_value = "log", value_parser = ["log"])]
+        /// How actions reach the OS: `log` writes them as lines (to --log-file or stdout);
+        /// `loginctl` locks, unlocks and logs off the Linux desktop session through
+        /// systemd-logind. The Windows adapter comes with the agent's next release.
+        #[arg(long, default_value = "log", value_parser = ["log", "loginctl"])]
         adapter: String,
+        /// For `loginctl`: the session to act on (default: $XDG_SESSION_ID, else the
+        /// caller's own session).
+        #[arg(long)]
+        session: Option<String>,
         #[arg(long)]
         log_file: Option<PathBuf>,
         /// The controller's MQTT TLS port, if not the one enrollment reported.
@@ -49,11 +54,19 @@ pub fn run(cmd: AgentCmd) -> ExitCode {
         } => (controller, code, dir),
         AgentCmd::Run {
             dir,
-            adapter: _,
+            adapter,
+            session,
             log_file,
             mqtt_port,
             wall_offset_secs,
-        } => return agent_run(dir, log_file, mqtt_port, wall_offset_secs),
+        } => {
+            let session = session.or_else(|| std::env::var("XDG_SESSION_ID").ok());
+            let kind = match adapter.as_str() {
+                "loginctl" => AdapterKind::Loginctl(session),
+                _ => AdapterKind::Log(log_file),
+            };
+            return agent_run(dir, kind, mqtt_port, wall_offset_secs);
+        }
     };
     let dir = dir.unwrap_or_else(crate::agent::enroll::default_dir);
     let Some(runtime) = crate::runtime::build(&mut tokio::runtime::Builder::new_current_thread())
@@ -77,32 +90,47 @@ pub fn run(cmd: AgentCmd) -> ExitCode {
     }
 }
 
+enum AdapterKind {
+    Log(Option<PathBuf>),
+    Loginctl(Option<String>),
+}
+
 fn agent_run(
     dir: Option<PathBuf>,
-    log_file: Option<PathBuf>,
+    kind: AdapterKind,
     mqtt_port: Option<u16>,
     wall_offset_secs: i64,
 ) -> ExitCode {
     crate::logging::init("info", crate::config::LogFormat::Auto);
     let dir = dir.unwrap_or_else(crate::agent::enroll::default_dir);
-    let out: Box<dyn std::io::Write + Send> = match &log_file {
-        Some(path) => match std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(path)
-        {
-            Ok(f) => Box::new(f),
-            Err(e) => {
-                eprintln!("error: cannot open {}: {e}", path.display());
-                return ExitCode::FAILURE;
-            }
-        },
-        None => Box::new(std::io::stdout()),
-    };
     let clock: std::sync::Arc<dyn crate::clock::Clock> = std::sync::Arc::new(
         crate::clock::SystemClock::new(crate::clock::TrustMode::Always),
     );
-    let adapter = Box::new(crate::agent::adapter::LogAdapter::new(out, clock.clone()));
+    let adapter: Box<dyn crate::agent::adapter::Adapter> = match kind {
+        AdapterKind::Loginctl(session) => {
+            Box::new(crate::agent::adapter::LoginctlAdapter::new(session))
+        }
+        AdapterKind::Log(None) => Box::new(crate::agent::adapter::LogAdapter::new(
+            Box::new(std::io::stdout()),
+            clock.clone(),
+        )),
+        AdapterKind::Log(Some(path)) => {
+            let file = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&path);
+            match file {
+                Ok(f) => Box::new(crate::agent::adapter::LogAdapter::new(
+                    Box::new(f),
+                    clock.clone(),
+                )),
+                Err(e) => {
+                    eprintln!("error: cannot open {}: {e}", path.display());
+                    return ExitCode::FAILURE;
+                }
+            }
+        }
+    };
     let opts = crate::agent::run::Options {
         wall_offset: jiff::SignedDuration::from_secs(wall_offset_secs),
         mqtt_port,

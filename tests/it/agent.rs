@@ -45,8 +45,21 @@ struct Agent {
 
 impl Agent {
     fn start(dir: &Path, extra: &[&str]) -> Self {
-        let mut child = Command::new(BIN)
-            .args(["agent", "run", "--adapter", "log", "--dir"])
+        Self::start_with(dir, &["--adapter", "log"], extra, None)
+    }
+
+    fn start_with(dir: &Path, adapter: &[&str], extra: &[&str], path: Option<&Path>) -> Self {
+        let mut cmd = Command::new(BIN);
+        if let Some(bin) = path {
+            let old = std::env::var_os("PATH").unwrap_or_default();
+            let mut paths = vec![bin.to_path_buf()];
+            paths.extend(std::env::split_paths(&old));
+            cmd.env("PATH", std::env::join_paths(paths).unwrap());
+        }
+        let mut child = cmd
+            .args(["agent", "run"])
+            .args(adapter)
+            .arg("--dir")
             .arg(dir)
             .args(extra)
             .stdin(Stdio::null())
@@ -256,4 +269,52 @@ fn a_cut_connection_resynchronises_to_the_new_deadline_without_flicker() {
         "locked {late:.3} s off the extended deadline"
     );
     drop(rt);
+}
+
+/// The Linux session adapter drives `loginctl` (here a stand-in on PATH that records its
+/// arguments): unlock the session when it starts, lock it when it ends.
+#[test]
+fn the_loginctl_adapter_unlocks_and_locks_the_desktop_session() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let d = MqttDaemon::start_config(dir.path(), CONFIG);
+    let (user, pass) = d.add_pc("pc-01");
+    let adir = dir.path().join("agent");
+    agent_dir(&d, &adir, &user, &pass);
+    let bin = dir.path().join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let calls = dir.path().join("calls");
+    for tool in ["loginctl", "notify-send"] {
+        let script = bin.join(tool);
+        std::fs::write(
+            &script,
+            format!("#!/bin/sh\necho \"{tool} $*\" >> {}\n", calls.display()),
+        )
+        .unwrap();
+        std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let _agent = Agent::start_with(
+        &adir,
+        &["--adapter", "loginctl", "--session", "c7"],
+        &[],
+        Some(&bin),
+    );
+    std::thread::sleep(Duration::from_millis(800));
+    start_session(&d, 4);
+    let want = [
+        "loginctl unlock-session c7",
+        "notify-send --urgency=critical venued 3s left in your session",
+        "loginctl lock-session c7",
+    ];
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let got = std::fs::read_to_string(&calls).unwrap_or_default();
+        let lines: Vec<&str> = got.lines().collect();
+        if lines.len() >= want.len() {
+            assert_eq!(lines, want);
+            break;
+        }
+        assert!(Instant::now() < deadline, "calls so far: {lines:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }
