@@ -322,16 +322,8 @@ fn rumqttd_child(listen: &str) {
         std::process::exit(0);
     });
     let listen: SocketAddr = listen.parse().expect("listen address");
-    // As `router_config` in src/broker/mod.rs, for max-connections = MAX_CONNECTIONS.
-    let router = rumqttd::RouterConfig {
-        max_connections: MAX_CONNECTIONS + 16,
-        max_outgoing_packet_count: 200,
-        max_segment_size: 8 * 1024,
-        max_segment_count: 2,
-        custom_segment: None,
-        initialized_filters: None,
-        shared_subscriptions_strategy: Default::default(),
-    };
+    // The same router as venued's, for max-connections = MAX_CONNECTIONS.
+    let router = venued::broker::router_config(MAX_CONNECTIONS);
     let router_tx = rumqttd::Router::new(0, router).spawn();
     let settings = rumqttd::ServerSettings {
         name: "bench".into(),

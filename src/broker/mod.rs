@@ -177,7 +177,7 @@ pub(crate) fn block_once<F: Future>(fut: F) -> Option<F::Output> {
 /// at most `max_segment_size × max_segment_count` bytes; messages are small (states,
 /// acks, plug readings) so 8 KiB × 2 holds dozens per topic, and 1,000 stations with six
 /// topics each stay under 100 MiB in the worst case.
-fn router_config(max_connections: usize) -> RouterConfig {
+pub fn router_config(max_connections: usize) -> RouterConfig {
     RouterConfig {
         // Our front enforces mqtt.max-connections; rumqttd's limit counts the internal
         // links too, so it only needs headroom.
