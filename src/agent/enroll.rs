@@ -8,7 +8,7 @@
 //! address, and a CA private to this one box already says who it is.
 
 use crate::protocol::enrollment::{
-    EnrollRequest, EnrollResponse, EnrollmentCode, fingerprint_sha256,
+    EnrollRequest, EnrollResponse, EnrollmentCode, fingerprint_has_prefix, fingerprint_sha256,
 };
 use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
@@ -217,11 +217,7 @@ fn save(dir: &Path, creds: &AgentCredentials, ca_pem: &str) -> Result<(), String
 /// certificate that CA signed.
 pub fn pinned_client(ca_prefix: &str) -> Result<rustls::ClientConfig, String> {
     let verifier = Arc::new(PinnedCa {
-        prefix: ca_prefix
-            .chars()
-            .filter(char::is_ascii_hexdigit)
-            .map(|c| c.to_ascii_uppercase())
-            .collect(),
+        prefix: ca_prefix.to_owned(),
         provider: Arc::new(rustls::crypto::ring::default_provider()),
     });
     Ok(
@@ -238,17 +234,14 @@ pub fn pinned_client(ca_prefix: &str) -> Result<rustls::ClientConfig, String> {
 /// whatever name was dialled.
 #[derive(Debug)]
 struct PinnedCa {
-    /// Upper-case hex digits the CA's fingerprint must start with.
+    /// Hex digits the CA's fingerprint must start with.
     prefix: String,
     provider: Arc<rustls::crypto::CryptoProvider>,
 }
 
 impl PinnedCa {
     fn pins(&self, cert: &[u8]) -> bool {
-        !self.prefix.is_empty()
-            && fingerprint_sha256(cert)
-                .replace(':', "")
-                .starts_with(&self.prefix)
+        fingerprint_has_prefix(&fingerprint_sha256(cert), &self.prefix)
     }
 }
 

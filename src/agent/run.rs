@@ -76,10 +76,7 @@ pub async fn run(
     let mut status_tick = tokio::time::interval(STATUS_EVERY);
     tracing::info!(%station, host = creds.controller_host, port, "agent starting (locked until a session is known)");
     loop {
-        let wake = enforcer.next_wakeup().map(|at| {
-            let now = mono();
-            tokio::time::Instant::now() + Duration::from_millis(at.0.saturating_sub(now.0))
-        });
+        let wake = wake_at(&enforcer, mono());
         let mut actions = Vec::new();
         tokio::select! {
             event = events.poll() => match event {
@@ -121,10 +118,7 @@ pub async fn run(
                     backoff = (backoff * 2).min(MAX_BACKOFF);
                     // Deadlines still come due while we wait to reconnect.
                     loop {
-                        let due = enforcer.next_wakeup().map(|at| {
-                            tokio::time::Instant::now() + Duration::from_millis(at.0.saturating_sub(mono().0))
-                        });
-                        match due {
+                        match wake_at(&enforcer, mono()) {
                             Some(d) if d < until => {
                                 tokio::time::sleep_until(d).await;
                                 let a = enforcer.tick(mono());
@@ -136,7 +130,7 @@ pub async fn run(
                     tokio::time::sleep_until(until).await;
                 }
             },
-            () = sleep_until(wake) => actions = enforcer.tick(mono()),
+            () = crate::runtime::sleep_until(wake) => actions = enforcer.tick(mono()),
             _ = status_tick.tick() => {
                 let _ = publish_status(&client, &status_topic, &enforcer, true).await;
             }
@@ -155,6 +149,13 @@ pub async fn run(
             let _ = publish_status(&client, &status_topic, &enforcer, true).await;
         }
     }
+}
+
+/// When the enforcer next needs a tick, as a timer instant.
+fn wake_at(enforcer: &Enforcer, now: Mono) -> Option<tokio::time::Instant> {
+    enforcer
+        .next_wakeup()
+        .map(|at| tokio::time::Instant::now() + Duration::from_millis(at.0.saturating_sub(now.0)))
 }
 
 /// A command this agent cannot read: acknowledge it as not done, if it has an id.
@@ -222,11 +223,4 @@ async fn publish_status(
     client
         .publish(topic, QoS::AtLeastOnce, true, protocol::encode(&status))
         .await
-}
-
-async fn sleep_until(at: Option<tokio::time::Instant>) {
-    match at {
-        Some(at) => tokio::time::sleep_until(at).await,
-        None => std::future::pending().await,
-    }
 }

@@ -357,7 +357,7 @@ impl Conn {
                         Err(_) => return Ending::TakenOver,
                     }
                 }
-                () = sleep_until(deadline) => {
+                () = crate::runtime::sleep_until(deadline) => {
                     tracing::info!("MQTT client missed its keep-alive");
                     return Ending::Abrupt;
                 }
@@ -520,11 +520,4 @@ impl Conn {
 async fn read_some<S: AsyncRead + Unpin>(stream: &mut S, buf: &mut BytesMut) -> bool {
     buf.reserve(READ_CHUNK);
     matches!(stream.read_buf(buf).await, Ok(n) if n > 0)
-}
-
-async fn sleep_until(deadline: Option<tokio::time::Instant>) {
-    match deadline {
-        Some(d) => tokio::time::sleep_until(d).await,
-        None => std::future::pending().await,
-    }
 }

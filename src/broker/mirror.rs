@@ -509,7 +509,7 @@ pub async fn run(
                     break;
                 }
             },
-            () = sleep_until(due) => ctl.retry_due().await,
+            () = crate::runtime::sleep_until(due.map(Into::into)) => ctl.retry_due().await,
             _ = stop.changed() => break,
         }
     }
@@ -535,13 +535,6 @@ async fn missed(engine: &Engine, seq: u64) -> Vec<Event> {
         .ok()
         .and_then(Result::ok)
         .unwrap_or_default()
-}
-
-async fn sleep_until(at: Option<Instant>) {
-    match at {
-        Some(at) => tokio::time::sleep_until(at.into()).await,
-        None => std::future::pending().await,
-    }
 }
 
 /// A revoked account, a rotated secret or a removed station ends open connections now.

@@ -193,7 +193,6 @@ pub fn router_config(max_connections: usize) -> RouterConfig {
 
 /// A running broker.
 pub struct Broker {
-    shared: Arc<Shared>,
     /// Where each listener is bound (port 0 resolved), plain first.
     pub plain: Vec<SocketAddr>,
     pub tls: Vec<SocketAddr>,
@@ -289,7 +288,6 @@ impl Broker {
         ))];
 
         let mut broker = Broker {
-            shared: shared.clone(),
             plain: Vec::new(),
             tls: Vec::new(),
             tasks: Vec::new(),
@@ -318,10 +316,6 @@ impl Broker {
         }
         broker.tasks = tasks;
         Ok(broker)
-    }
-
-    pub fn metrics(&self) -> Arc<BrokerMetrics> {
-        self.shared.metrics.clone()
     }
 
     /// Wait for the listeners and the mirror to stop (after `stop` was signalled).

@@ -77,8 +77,15 @@ impl EnrollmentCode {
 
     /// Does a CA fingerprint (hex, colons allowed) match the one the code carries?
     pub fn matches_ca(&self, fingerprint: &str) -> bool {
-        hex_only(fingerprint).starts_with(&self.ca_prefix)
+        fingerprint_has_prefix(fingerprint, &self.ca_prefix)
     }
+}
+
+/// Does `fingerprint` start with the hex digits of `prefix`? Case, colons and anything
+/// not hex are ignored on both sides; an empty prefix matches nothing.
+pub fn fingerprint_has_prefix(fingerprint: &str, prefix: &str) -> bool {
+    let prefix = hex_only(prefix);
+    !prefix.is_empty() && hex_only(fingerprint).starts_with(&prefix)
 }
 
 fn hex_only(fingerprint: &str) -> String {
