@@ -13,6 +13,8 @@
 //! hand, with the machine they came from.
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
+#[path = "support/mod.rs"]
+mod support;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
 use hyper::client::conn::http1::SendRequest;
@@ -41,7 +43,7 @@ const BUDGET: Duration = Duration::from_secs(110);
 
 fn main() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let (http, https) = (free_port(), free_port());
+    let (http, https) = (support::free_port(), support::free_port());
     let mut daemon = Daemon(Some(
         Command::new(BIN)
             .arg("serve")
@@ -568,15 +570,10 @@ fn sample(text: &str, prefix: &str) -> Option<f64> {
 
 /// (VmRSS, VmHWM) of a process, in KiB.
 fn rss(pid: u32) -> (u64, u64) {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
-    let field = |name: &str| {
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix(name))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-            .expect("memory field")
-    };
-    (field("VmRSS:"), field("VmHWM:"))
+    (
+        support::proc_status(pid, "VmRSS:"),
+        support::proc_status(pid, "VmHWM:"),
+    )
 }
 
 /// CPU time (user + system) of the engine's writer thread, `venued-engine`, so far.
@@ -644,14 +641,6 @@ impl Drop for Daemon {
             let _ = child.wait();
         }
     }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port()
 }
 
 /// The control socket opens before the TCP listeners: wait for all of them.

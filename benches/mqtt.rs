@@ -28,6 +28,8 @@
 //! the VM shows as such. The tables are printed in Markdown for docs/benchmarks.md.
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
+#[path = "support/mod.rs"]
+mod support;
 use rumqttc::{AsyncClient, Event, EventLoop, MqttOptions, NetworkOptions, Packet, QoS};
 use serde_json::Value;
 use std::collections::HashMap;
@@ -156,7 +158,7 @@ struct Broker {
 impl Broker {
     fn start(kind: Kind) -> Option<Broker> {
         let dir = tempfile::tempdir().expect("temp dir");
-        let port = free_port();
+        let port = support::free_port();
         let (name, mut command) = match kind {
             Kind::Mosquitto => {
                 let Some(bin) = mosquitto_binary() else {
@@ -912,15 +914,10 @@ async fn join_all<F: std::future::Future>(futs: Vec<F>) -> Vec<F::Output> {
 
 /// (VmRSS in KiB, threads) of a process.
 fn status(pid: u32) -> (u64, u64) {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
-    let field = |name: &str| {
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix(name))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-            .expect("status field")
-    };
-    (field("VmRSS:"), field("Threads:"))
+    (
+        support::proc_status(pid, "VmRSS:"),
+        support::proc_status(pid, "Threads:"),
+    )
 }
 
 /// CPU time (user + system) a process has used so far, all its threads.
@@ -1042,14 +1039,6 @@ impl Cpu {
             other: (machine - broker - client).max(0.0) / wall,
         }
     }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port()
 }
 
 // ---- the tables ----
