@@ -35,8 +35,9 @@ cargo build "${agent[@]}" --bin venued
 exe="target/$target/debug/venued.exe"
 
 # System DLLs only (case-insensitive): the Win32 core, networking, crypto for TLS and the
-# C runtime every Windows ships (msvcrt), plus API-set forwarders.
-allowed='^(kernel32|advapi32|userenv|ws2_32|bcrypt|bcryptprimitives|crypt32|ncrypt|secur32|ntdll|msvcrt|user32|shell32|ole32|oleaut32|powrprof|wtsapi32|iphlpapi|api-ms-win-[a-z0-9-]+)\.dll$'
+# C runtime every Windows ships (msvcrt), GDI for the overlay's frames, plus API-set
+# forwarders.
+allowed='^(kernel32|advapi32|userenv|ws2_32|bcrypt|bcryptprimitives|crypt32|ncrypt|secur32|ntdll|msvcrt|user32|gdi32|shell32|ole32|oleaut32|powrprof|wtsapi32|iphlpapi|api-ms-win-[a-z0-9-]+)\.dll$'
 bad=$(x86_64-w64-mingw32-objdump -p "$exe" | sed -n 's/^\s*DLL Name: //p' | tr 'A-Z' 'a-z' | sort -u | grep -Ev "$allowed" || true)
 if [[ -n $bad ]]; then
     echo "cross-check: $exe imports DLLs a Windows PC may not have:" >&2

@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
-# Third-party clients the integration tests drive the MQTT broker with, installed only when
+# Third-party tools the integration tests drive the product with, installed only when
 # missing (a second run does nothing):
 #
 #   mosquitto_sub / mosquitto_pub   Debian package mosquitto-clients (apt, needs root or sudo)
+#   Xvfb, tesseract, DejaVu, xdotool Debian packages xvfb, tesseract-ocr(-eng),
+#                                   fonts-dejavu-core, xdotool (apt)
 #   paho-mqtt 2.1 (Python)          a virtualenv in target/test-venv (PyPI, once)
 #
 # scripts/ci.sh runs this in its `tools` step. Run it yourself before `cargo nextest run`
@@ -13,21 +15,35 @@ cd "$(dirname "$0")/.."
 
 PAHO_VERSION=2.1.0
 
-if command -v mosquitto_sub > /dev/null 2>&1 && command -v mosquitto_pub > /dev/null 2>&1; then
-    echo "    mosquitto-clients: $(command -v mosquitto_sub)"
-else
-    echo "    mosquitto-clients: missing, installing with apt"
-    sudo_cmd=()
+# apt_need <package> <test...>: install the Debian package unless the test passes.
+apt_need() {
+    local package=$1
+    shift
+    if "$@" > /dev/null 2>&1; then
+        echo "    $package: present"
+        return
+    fi
+    echo "    $package: missing, installing with apt"
+    local sudo_cmd=()
     if [[ $(id -u) != 0 ]]; then
         sudo_cmd=(sudo -n)
     fi
     export DEBIAN_FRONTEND=noninteractive
-    "${sudo_cmd[@]}" apt-get install -y -q --no-install-recommends mosquitto-clients > /dev/null ||
+    "${sudo_cmd[@]}" apt-get install -y -q --no-install-recommends "$package" > /dev/null ||
         {
             "${sudo_cmd[@]}" apt-get update -q > /dev/null
-            "${sudo_cmd[@]}" apt-get install -y -q --no-install-recommends mosquitto-clients > /dev/null
+            "${sudo_cmd[@]}" apt-get install -y -q --no-install-recommends "$package" > /dev/null
         }
-fi
+}
+
+apt_need mosquitto-clients command -v mosquitto_sub
+# The agent's lock screen and overlay under a virtual X server, read back with OCR
+# (tests/it/overlay.rs), drawn with DejaVu Sans; xdotool types a member login.
+apt_need xvfb command -v Xvfb
+apt_need tesseract-ocr command -v tesseract
+apt_need tesseract-ocr-eng test -e /usr/share/tesseract-ocr/5/tessdata/eng.traineddata
+apt_need fonts-dejavu-core test -e /usr/share/fonts/truetype/dejavu/DejaVuSans-Bold.ttf
+apt_need xdotool command -v xdotool
 
 venv="$PWD/target/test-venv"
 if [[ -x $venv/bin/python ]] &&

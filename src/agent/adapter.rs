@@ -51,17 +51,53 @@ impl Adapter for LogAdapter {
 
 /// Linux desktops under systemd-logind: lock and unlock the graphical session, log off,
 /// power off and reboot through `loginctl` / `systemctl`; warnings and messages as desktop
-/// notifications (`notify-send`), best effort. Sleep prevention needs a held
-/// `systemd-inhibit` lock, which comes with the agent service.
+/// notifications (`notify-send`), best effort. During a session the PC is kept awake by
+/// a `systemd-inhibit` lock held by a child process, released when the session ends.
 pub struct LoginctlAdapter {
     /// The session to act on (`XDG_SESSION_ID` when run inside it); `None` lets loginctl
     /// pick the caller's session.
     session: Option<String>,
+    /// `systemd-inhibit ... sleep infinity`: logind holds the lock while it lives.
+    inhibitor: Option<std::process::Child>,
 }
+
+/// What the sleep inhibitor runs: logind keeps the lock as long as the process lives.
+pub const INHIBIT: [&str; 6] = [
+    "--what=sleep:idle",
+    "--who=venued",
+    "--why=a paid session is running",
+    "--mode=block",
+    "sleep",
+    "infinity",
+];
 
 impl LoginctlAdapter {
     pub fn new(session: Option<String>) -> Self {
-        Self { session }
+        Self {
+            session,
+            inhibitor: None,
+        }
+    }
+
+    fn prevent_sleep(&mut self, on: bool) -> Result<(), String> {
+        if let Some(mut old) = self.inhibitor.take() {
+            if on && matches!(old.try_wait(), Ok(None)) {
+                self.inhibitor = Some(old);
+                return Ok(());
+            }
+            let _ = old.kill();
+            let _ = old.wait();
+        }
+        if on {
+            let child = std::process::Command::new("systemd-inhibit")
+                .args(INHIBIT)
+                .stdin(std::process::Stdio::null())
+                .stdout(std::process::Stdio::null())
+                .spawn()
+                .map_err(|e| format!("cannot run systemd-inhibit: {e}"))?;
+            self.inhibitor = Some(child);
+        }
+        Ok(())
     }
 
     /// The program and arguments for an action; `None` when it needs no command here.
@@ -109,8 +145,17 @@ fn run_program(program: &str, args: &[String]) -> Result<(), String> {
     }
 }
 
+impl Drop for LoginctlAdapter {
+    fn drop(&mut self) {
+        let _ = self.prevent_sleep(false);
+    }
+}
+
 impl Adapter for LoginctlAdapter {
     fn apply(&mut self, action: &Action) -> Result<(), String> {
+        if let Action::PreventSleep(on) = action {
+            return self.prevent_sleep(*on);
+        }
         match self.command_for(action) {
             Some((program, args)) => run_program(program, &args),
             None => Ok(()),

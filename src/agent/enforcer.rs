@@ -6,6 +6,7 @@
 //! is hours off still locks on time. With the controller or the network gone, the last
 //! known deadline keeps being enforced; with no session known, the PC stays locked.
 
+use super::overlay::screen::{LockReason, Screen};
 use crate::domain::{SessionId, StationId};
 use crate::protocol::{
     AgentCommand, CommandAction, PROTOCOL_VERSION, SessionState, StationState, StationStatus,
@@ -70,11 +71,15 @@ pub enum Ignored {
 #[derive(Clone, Debug)]
 struct Known {
     seq: u64,
+    /// The station's display name.
+    name: String,
     status: StationStatus,
     session: Option<SessionId>,
     /// When paid time runs out (None: open-ended, or not running).
     deadline: Option<Mono>,
     grace_until: Option<Mono>,
+    /// Time kept while paused, in ms.
+    paused_left_ms: Option<i64>,
     /// Warnings still to give, in time order.
     warnings: Vec<(Mono, u32)>,
     /// Offset of our wall clock from the controller's at receipt, in ms (for status).
@@ -92,6 +97,8 @@ pub struct Enforcer {
     /// (session, lead) of every warning given.
     warned: BTreeSet<(SessionId, u32)>,
     done: VecDeque<String>,
+    /// The last staff message (from a state or a command), for the screen.
+    message: Option<String>,
 }
 
 impl Enforcer {
@@ -104,6 +111,7 @@ impl Enforcer {
             staff_lock: None,
             warned: BTreeSet::new(),
             done: VecDeque::new(),
+            message: None,
         }
     }
 
@@ -115,6 +123,44 @@ impl Enforcer {
     /// The agent's wall clock minus the controller's, from the last state (ms).
     pub fn clock_offset_ms(&self) -> Option<i64> {
         self.known.as_ref().map(|k| k.clock_offset_ms)
+    }
+
+    /// What the station's screen should show at `now`: the lock page while locked, else
+    /// the countdown.
+    pub fn screen(&self, now: Mono) -> Screen {
+        let message = self.message.clone();
+        let Some(k) = &self.known else {
+            return Screen::Locked {
+                station: self.station.to_string(),
+                why: LockReason::Connecting,
+                message,
+            };
+        };
+        let station = k.name.clone();
+        let left = |until: Option<Mono>| until.map(|u| u.0 as i64 - now.0 as i64);
+        if self.locked {
+            let why = if self.staff_lock.is_some() && self.staff_lock == k.session {
+                LockReason::Staff
+            } else if k.status == StationStatus::Paused {
+                LockReason::Paused {
+                    left_ms: k.paused_left_ms,
+                }
+            } else {
+                LockReason::Free
+            };
+            return Screen::Locked {
+                station,
+                why,
+                message,
+            };
+        }
+        let grace = k.status == StationStatus::Grace;
+        Screen::Countdown {
+            station,
+            left_ms: left(if grace { k.grace_until } else { k.deadline }).map(|ms| ms.max(0)),
+            grace,
+            message,
+        }
     }
 
     /// When `tick` next has something to do (a warning, a deadline).
@@ -171,10 +217,12 @@ impl Enforcer {
         let session = state.session.as_ref();
         let known = Known {
             seq: state.seq,
+            name: state.name.clone(),
             status: state.status,
             session: session.map(|s: &SessionState| s.id),
             deadline: session.and_then(|s| s.ends_at).map(local),
             grace_until: session.and_then(|s| s.grace_until).map(local),
+            paused_left_ms: session.and_then(|s| s.remaining_ms),
             warnings: session
                 .map(|s| s.warnings.iter().map(|w| (local(w.at), w.lead_s)).collect())
                 .unwrap_or_default(),
@@ -185,7 +233,10 @@ impl Enforcer {
         }
         self.known = Some(known);
         let mut actions = Vec::new();
-        if let Some(text) = &state.message {
+        if let Some(text) = &state.message
+            && self.message.as_ref() != Some(text)
+        {
+            self.message = Some(text.clone());
             actions.push(Action::ShowMessage(text.clone()));
         }
         self.enforce(now, &mut actions);
@@ -227,6 +278,7 @@ impl Enforcer {
                 }
             }
             CommandAction::Message { text } => {
+                self.message = Some(text.clone());
                 actions.push(Action::ShowMessage(text.clone()));
                 Ok(())
             }

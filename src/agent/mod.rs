@@ -6,6 +6,7 @@
 //! adapters and the overlay build on it.
 
 pub mod enforcer;
+pub mod overlay;
 
 #[cfg(feature = "agent")]
 pub mod adapter;
@@ -15,3 +16,9 @@ pub mod cli;
 pub mod enroll;
 #[cfg(feature = "agent")]
 pub mod run;
+#[cfg(feature = "agent")]
+pub mod service;
+#[cfg(feature = "agent")]
+pub mod status;
+#[cfg(all(feature = "agent", windows))]
+pub mod windows;

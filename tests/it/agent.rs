@@ -14,10 +14,10 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 /// Sessions short enough to test: warn 3 s before the end, 1 s of grace.
-const CONFIG: &str = "[sessions]\nwarnings = [\"3s\"]\ngrace = \"1s\"\n";
+pub(crate) const CONFIG: &str = "[sessions]\nwarnings = [\"3s\"]\ngrace = \"1s\"\n";
 
 /// Write the files enrollment would, for `pc-01`'s agent.
-fn agent_dir(d: &MqttDaemon, dir: &Path, user: &str, pass: &str) {
+pub(crate) fn agent_dir(d: &MqttDaemon, dir: &Path, user: &str, pass: &str) {
     std::fs::create_dir_all(dir).unwrap();
     let ca = std::fs::read(d.dir.join("tls/ca.pem")).unwrap();
     let fingerprint = venued::tls::fingerprint_sha256(
@@ -38,8 +38,8 @@ fn agent_dir(d: &MqttDaemon, dir: &Path, user: &str, pass: &str) {
 }
 
 /// A running agent and its action lines, with when each arrived.
-struct Agent {
-    child: Child,
+pub(crate) struct Agent {
+    pub(crate) child: Child,
     lines: mpsc::Receiver<(Instant, String)>,
 }
 
@@ -48,7 +48,12 @@ impl Agent {
         Self::start_with(dir, &["--adapter", "log"], extra, None)
     }
 
-    fn start_with(dir: &Path, adapter: &[&str], extra: &[&str], path: Option<&Path>) -> Self {
+    pub(crate) fn start_with(
+        dir: &Path,
+        adapter: &[&str],
+        extra: &[&str],
+        path: Option<&Path>,
+    ) -> Self {
         let mut cmd = Command::new(BIN);
         if let Some(bin) = path {
             let old = std::env::var_os("PATH").unwrap_or_default();
@@ -56,15 +61,21 @@ impl Agent {
             paths.extend(std::env::split_paths(&old));
             cmd.env("PATH", std::env::join_paths(paths).unwrap());
         }
-        let mut child = cmd
-            .args(["agent", "run"])
+        cmd.args(["agent", "run"])
             .args(adapter)
             .arg("--dir")
             .arg(dir)
-            .args(extra)
+            .args(extra);
+        Self::spawn(cmd)
+    }
+
+    /// Run `cmd` (a `venued agent run ...`), reading its action lines from stdout.
+    pub(crate) fn spawn(mut cmd: Command) -> Self {
+        let mut child = cmd
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
-            .stderr(Stdio::null())
+            // The agent's log: shown by the test runner when a test fails.
+            .stderr(Stdio::inherit())
             .spawn()
             .unwrap();
         let (tx, lines) = mpsc::channel();
@@ -85,7 +96,7 @@ impl Agent {
     }
 
     /// The next action line starting with `prefix` within `within`, and when it came.
-    fn expect(&self, prefix: &str, within: Duration) -> Instant {
+    pub(crate) fn expect(&self, prefix: &str, within: Duration) -> Instant {
         let deadline = Instant::now() + within;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
@@ -284,11 +295,21 @@ fn the_loginctl_adapter_unlocks_and_locks_the_desktop_session() {
     let bin = dir.path().join("bin");
     std::fs::create_dir_all(&bin).unwrap();
     let calls = dir.path().join("calls");
-    for tool in ["loginctl", "notify-send"] {
+    let inhibitor_pid = dir.path().join("inhibitor.pid");
+    for tool in ["loginctl", "notify-send", "systemd-inhibit"] {
         let script = bin.join(tool);
+        // The inhibitor stand-in stays alive like the real one, as long as the lock is held.
+        let hold = if tool == "systemd-inhibit" {
+            format!("echo $$ > {}\nexec sleep 600\n", inhibitor_pid.display())
+        } else {
+            String::new()
+        };
         std::fs::write(
             &script,
-            format!("#!/bin/sh\necho \"{tool} $*\" >> {}\n", calls.display()),
+            format!(
+                "#!/bin/sh\necho \"{tool} $*\" >> {}\n{hold}",
+                calls.display()
+            ),
         )
         .unwrap();
         std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
@@ -303,6 +324,7 @@ fn the_loginctl_adapter_unlocks_and_locks_the_desktop_session() {
     start_session(&d, 4);
     let want = [
         "loginctl unlock-session c7",
+        "systemd-inhibit --what=sleep:idle --who=venued --why=a paid session is running --mode=block sleep infinity",
         "notify-send --urgency=critical venued 3s left in your session",
         "loginctl lock-session c7",
     ];
@@ -317,4 +339,223 @@ fn the_loginctl_adapter_unlocks_and_locks_the_desktop_session() {
         assert!(Instant::now() < deadline, "calls so far: {lines:?}");
         std::thread::sleep(Duration::from_millis(100));
     }
+    // Locked: the sleep lock is released (the inhibitor process is gone).
+    let pid = std::fs::read_to_string(&inhibitor_pid).unwrap();
+    let proc = std::path::PathBuf::from(format!("/proc/{}", pid.trim()));
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while proc.exists() {
+        assert!(Instant::now() < deadline, "the sleep inhibitor still runs");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A stand-in controller for bad-input tests: the box's own TLS identity (so the agent's
+/// pinned CA accepts it) and just enough MQTT to hand the agent whatever payloads a test
+/// wants, which the real controller would never publish.
+struct FakeController {
+    port: u16,
+    /// Packets to send to the connected agent.
+    to_agent: tokio::sync::mpsc::UnboundedSender<rumqttc::Packet>,
+    /// PUBLISHes the agent sent (topic, payload).
+    from_agent: mpsc::Receiver<(String, Vec<u8>)>,
+}
+
+impl FakeController {
+    fn start(rt: &tokio::runtime::Runtime, tls_dir: &Path) -> Self {
+        use rustls_pki_types::pem::PemObject;
+        use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+        // The chain the real controller presents: its certificate, then the box CA.
+        let certs: Vec<CertificateDer<'static>> = ["server.pem", "ca.pem"]
+            .iter()
+            .flat_map(|f| CertificateDer::pem_file_iter(tls_dir.join(f)).unwrap())
+            .map(Result::unwrap)
+            .collect();
+        let key = PrivateKeyDer::from_pem_file(tls_dir.join("server.key")).unwrap();
+        let config = rustls::ServerConfig::builder_with_provider(std::sync::Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .unwrap();
+        let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config));
+        let listener = rt
+            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+            .unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let (to_agent, mut outbox) = tokio::sync::mpsc::unbounded_channel::<rumqttc::Packet>();
+        let (seen, from_agent) = mpsc::channel();
+        rt.spawn(async move {
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            // One connection at a time, as the agent makes them (it reconnects after
+            // dropping a connection, e.g. over an oversize packet).
+            'connections: loop {
+            let (tcp, _) = listener.accept().await.unwrap();
+            let mut tls = match acceptor.accept(tcp).await {
+                Ok(tls) => tls,
+                Err(e) => {
+                    eprintln!("fake controller: handshake failed: {e}");
+                    continue;
+                }
+            };
+            let mut buf = bytes::BytesMut::new();
+            loop {
+                let mut out = bytes::BytesMut::new();
+                tokio::select! {
+                    read = tls.read_buf(&mut buf) => {
+                        if read.unwrap_or(0) == 0 {
+                            continue 'connections;
+                        }
+                        loop {
+                            let packet = match rumqttc::Packet::read(&mut buf, 1 << 20) {
+                                Ok(p) => p,
+                                Err(rumqttc::Error::InsufficientBytes(_)) => break,
+                                Err(e) => panic!("fake controller: unreadable packet: {e:?}"),
+                            };
+                            let reply = match packet {
+                                rumqttc::Packet::Connect(..) => Some(rumqttc::Packet::ConnAck(
+                                    rumqttc::ConnAck::new(rumqttc::ConnectReturnCode::Success, false),
+                                )),
+                                rumqttc::Packet::Subscribe(s) => Some(rumqttc::Packet::SubAck(
+                                    rumqttc::SubAck::new(
+                                        s.pkid,
+                                        vec![rumqttc::SubscribeReasonCode::Success(rumqttc::QoS::AtLeastOnce)],
+                                    ),
+                                )),
+                                rumqttc::Packet::Publish(p) => {
+                                    let _ = seen.send((p.topic.clone(), p.payload.to_vec()));
+                                    (p.pkid != 0).then(|| rumqttc::Packet::PubAck(rumqttc::PubAck::new(p.pkid)))
+                                }
+                                rumqttc::Packet::PingReq => Some(rumqttc::Packet::PingResp),
+                                _ => None,
+                            };
+                            if let Some(r) = reply {
+                                r.write(&mut out, 1 << 20).unwrap();
+                            }
+                        }
+                    }
+                    Some(p) = outbox.recv() => {
+                        p.write(&mut out, 1 << 20).unwrap();
+                    }
+                }
+                if !out.is_empty() && tls.write_all(&out).await.is_err() {
+                    continue 'connections;
+                }
+            }
+            }
+        });
+        Self {
+            port,
+            to_agent,
+            from_agent,
+        }
+    }
+
+    fn send(&self, topic: &str, payload: &[u8]) {
+        let p = rumqttc::Publish::new(topic, rumqttc::QoS::AtMostOnce, payload.to_vec());
+        self.to_agent.send(rumqttc::Packet::Publish(p)).unwrap();
+    }
+
+    /// The next PUBLISH from the agent on `topic`, within `within`.
+    fn expect(&self, topic: &str, within: Duration) -> serde_json::Value {
+        let deadline = Instant::now() + within;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.from_agent.recv_timeout(left) {
+                Ok((t, payload)) if t == topic => return serde_json::from_slice(&payload).unwrap(),
+                Ok(_) => {}
+                Err(_) => panic!("the agent published nothing on {topic} within {within:?}"),
+            }
+        }
+    }
+}
+
+#[test]
+fn bad_states_and_commands_are_ignored_and_never_unlock() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    // The real controller only makes the box identity and the agent's files here.
+    let d = MqttDaemon::start_config(dir.path(), CONFIG);
+    let (user, pass) = d.add_pc("pc-01");
+    let adir = dir.path().join("agent");
+    agent_dir(&d, &adir, &user, &pass);
+    let fake = FakeController::start(&rt, &d.dir.join("tls"));
+    let port = fake.port.to_string();
+    let agent = Agent::start(&adir, &["--mqtt-port", &port]);
+    let online = fake.expect("venued/v1/agents/pc-01/status", Duration::from_secs(10));
+    assert_eq!(online["online"], true);
+    assert_eq!(online["locked"], true);
+
+    let now = jiff::Timestamp::now();
+    let state = |station: &str, v: u32, session: bool| {
+        let mut s = serde_json::json!({
+            "v": v, "station": station, "name": "PC 01", "kind": "pc", "seq": 10,
+            "server_time": now.to_string(), "status": "in_session", "lock": false,
+        });
+        if session {
+            s["session"] = serde_json::json!({
+                "id": 7, "started_at": now.to_string(),
+                "ends_at": (now + jiff::SignedDuration::from_mins(30)).to_string(),
+                "warnings": [],
+            });
+        }
+        s.to_string()
+    };
+    let topic = "venued/v1/stations/pc-01/state";
+    // Malformed, another protocol version, another station, in session without a session,
+    // a wrong type, an oversize payload: each ignored.
+    fake.send(topic, b"{\"v\":1,\"station\":");
+    fake.send(topic, state("pc-01", 2, true).as_bytes());
+    fake.send(topic, state("pc-02", 1, true).as_bytes());
+    fake.send(topic, state("pc-01", 1, false).as_bytes());
+    fake.send(
+        topic,
+        state("pc-01", 1, true)
+            .replace("\"seq\":10", "\"seq\":\"ten\"")
+            .as_bytes(),
+    );
+    // A command of a kind this agent does not know: acknowledged as not done.
+    let cmd = "venued/v1/stations/pc-01/cmd";
+    fake.send(
+        cmd,
+        format!(r#"{{"id":"c-9","issued_at":"{now}","type":"format_disk"}}"#).as_bytes(),
+    );
+    let ack = fake.expect("venued/v1/stations/pc-01/ack", Duration::from_secs(5));
+    assert_eq!(ack["id"], "c-9");
+    assert_eq!(ack["ok"], false);
+    assert!(
+        ack["error"].as_str().unwrap().starts_with("not_supported"),
+        "{ack}"
+    );
+    // Garbage without an id: nothing to acknowledge, nothing done.
+    fake.send(cmd, b"\xff\xfe not json");
+    // An unlock command with no session: refused, stays locked.
+    fake.send(
+        cmd,
+        format!(r#"{{"id":"c-10","issued_at":"{now}","type":"unlock"}}"#).as_bytes(),
+    );
+    let ack = fake.expect("venued/v1/stations/pc-01/ack", Duration::from_secs(5));
+    assert_eq!(
+        (ack["id"].as_str(), ack["ok"].as_bool()),
+        (Some("c-10"), Some(false))
+    );
+
+    // None of that unlocked the PC...
+    let unlocked = agent
+        .lines
+        .recv_timeout(Duration::from_millis(500))
+        .map(|(_, l)| l);
+    assert!(
+        unlocked.is_err(),
+        "the agent acted on bad input: {unlocked:?}"
+    );
+    // An oversize payload: the agent's client drops the connection and reconnects, still
+    // locked (it says so in its fresh status).
+    fake.send(topic, &vec![b' '; 64 * 1024]);
+    let again = fake.expect("venued/v1/agents/pc-01/status", Duration::from_secs(10));
+    assert_eq!(again["locked"], true);
+    // ...and the link still works: a good state unlocks at once.
+    fake.send(topic, state("pc-01", 1, true).as_bytes());
+    agent.expect("unlock", Duration::from_secs(5));
 }

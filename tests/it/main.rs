@@ -14,6 +14,7 @@ mod mqtt;
 mod mqtt_clients;
 mod network_api;
 mod openapi;
+mod overlay;
 mod power_cut;
 mod protocol;
 mod scheduler;

@@ -14,12 +14,12 @@ use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-fn ci() -> bool {
+pub(crate) fn ci() -> bool {
     std::env::var("CI").is_ok_and(|v| !matches!(v.as_str(), "" | "0" | "false"))
 }
 
 /// A tool's path, or None (with a notice) when it is missing outside CI.
-fn tool(path: PathBuf, what: &str) -> Option<PathBuf> {
+pub(crate) fn tool(path: PathBuf, what: &str) -> Option<PathBuf> {
     if path.exists() {
         return Some(path);
     }
