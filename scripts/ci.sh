@@ -11,14 +11,18 @@
 # source takes about 3 minutes on a 2-core machine, once.
 #
 # Steps, in order; the first failing step stops the run:
-#   tools     make sure cargo-nextest, cargo-deny, rustfmt, clippy, mosquitto-clients and
-#             paho-mqtt are available
+#   tools     make sure cargo-nextest, cargo-deny, rustfmt, clippy, mosquitto-clients,
+#             paho-mqtt, and for the overlay tests Xvfb, tesseract, DejaVu fonts and
+#             xdotool are available
 #   fmt       cargo fmt --all -- --check
 #   clippy    cargo clippy --all-targets --locked -- -D warnings
 #   agent     cargo check --no-default-features --features agent (the agent-only build)
 #   windows   ./scripts/cross-check.sh: the agent for x86_64-pc-windows-gnu (clippy
 #             -D warnings, venued.exe, only system DLLs imported); adds the rustup target
 #             and the MinGW linker (apt) when missing
+#   aarch64   ./scripts/cross-aarch64.sh: the whole program for aarch64-unknown-linux-gnu
+#             (the ARM box), run under qemu-user; adds the rustup target, the cross gcc and
+#             qemu-user (apt) when missing (about 2.5 minutes, 1 minute more the first time)
 #   test      cargo nextest run --locked --no-fail-fast   (plus --profile ci when CI=true)
 #   doctest   cargo test --doc --locked                   (only if src/lib.rs exists;
 #                                                          nextest does not run doc tests)
@@ -31,14 +35,16 @@
 # Environment:
 #   CI=true          use the `ci` nextest profile (.config/nextest.toml) and CARGO_TERM_COLOR=never.
 #   VENUED_WINDOWS=0 skip the Windows cross-check (it needs the rustup target and apt once).
+#   VENUED_AARCH64=0 skip the aarch64 cross build (it needs the rustup target and apt once).
 #   VENUED_FUZZ=0    skip the fuzz step (it needs PyPI once, to install schemathesis).
 #   VENUED_FUZZ=1    a deeper fuzz step: 100 cases per operation and phase, up to 10 minutes
 #                    (about 70 s).
 #   VENUED_SLOW=1    also run the slow tests, which are marked #[ignore]:
 #                        cargo nextest run --locked --run-ignored ignored-only
-#   VENUED_BENCH=1   also run the benchmarks (the engine, the API on the real binary, and
-#                    the MQTT broker against Mosquitto when it is installed):
-#                        cargo bench --bench engine --bench api --bench mqtt
+#   VENUED_BENCH=1   also run the benchmarks (the engine, the API on the real binary, the
+#                    MQTT broker against Mosquitto when it is installed, and the PC agent
+#                    with its overlay under Xvfb):
+#                        cargo bench --bench engine --bench api --bench mqtt --bench agent
 #
 # At the end a summary table gives the status and duration (seconds) of every step.
 # Exit status: 0 if every step passed, otherwise the exit status of the failing step.
@@ -209,7 +215,8 @@ ensure_tools() {
         fi
     done
 
-    # MQTT clients we did not write, for the broker tests (mosquitto-clients, paho-mqtt).
+    # Tools we did not write that the tests drive the product with: MQTT clients, and a
+    # virtual X server, OCR and a font for the overlay (scripts/test-tools.sh).
     ./scripts/test-tools.sh
 }
 
@@ -226,6 +233,12 @@ if [[ ${VENUED_WINDOWS:-1} == 0 ]]; then
     skip_step windows "VENUED_WINDOWS=0"
 else
     run_step windows ./scripts/cross-check.sh
+fi
+# ... and the whole program for the ARM box, started under qemu (scripts/cross-aarch64.sh).
+if [[ ${VENUED_AARCH64:-1} == 0 ]]; then
+    skip_step aarch64 "VENUED_AARCH64=0"
+else
+    run_step aarch64 ./scripts/cross-aarch64.sh
 fi
 run_step test cargo nextest run --locked --no-fail-fast "${nextest_profile[@]}"
 
@@ -256,7 +269,7 @@ else
 fi
 
 if [[ ${VENUED_BENCH:-0} == 1 ]]; then
-    run_step bench cargo bench --locked --bench engine --bench api --bench mqtt
+    run_step bench cargo bench --locked --bench engine --bench api --bench mqtt --bench agent
 else
     skip_step bench "set VENUED_BENCH=1 to run the benchmarks"
 fi

@@ -205,6 +205,7 @@ pub async fn run(
                                 let a = enforcer.tick(mono());
                                 apply(&mut adapter, &client, &station, a).await;
                                 show(&overlay, &enforcer, &mut local, mono(), true);
+                                write_local(&enforcer, &local, mono());
                             }
                             _ => break,
                         }

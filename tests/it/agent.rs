@@ -173,12 +173,110 @@ fn the_agent_still_locks_when_the_controller_is_gone() {
     std::thread::sleep(Duration::from_millis(800));
     let ends_at = start_session(&d, 5);
     agent.expect("unlock", Duration::from_secs(5));
+    let status = agent_status(&adir);
+    assert_eq!(status.status.code(), Some(0), "{}", stdout(&status));
+    let text = stdout(&status);
+    assert!(text.contains("agent:       running"), "{text}");
+    assert!(text.contains("(connected)"), "{text}");
+    assert!(
+        text.contains("unlocked,") && text.contains(" left"),
+        "{text}"
+    );
     // The controller dies mid-session (SIGKILL: no goodbye).
     drop(d);
     let locked = agent.expect("lock", Duration::from_secs(12));
     let late = lateness(ends_at, locked);
     eprintln!("offline lock lateness: {late:.3} s");
     assert!(late > -0.5 && late < 5.0, "locked {late:.3} s off ends_at");
+    // The PC's own view says so.
+    std::thread::sleep(Duration::from_millis(200));
+    let text = stdout(&agent_status(&adir));
+    assert!(
+        text.contains("unreachable") && text.contains("screen:      locked"),
+        "{text}"
+    );
+    let json: serde_json::Value = serde_json::from_slice(
+        &Command::new(BIN)
+            .args(["agent", "status", "--json", "--dir"])
+            .arg(&adir)
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap();
+    assert_eq!(
+        (json["locked"].as_bool(), json["connected"].as_bool()),
+        (Some(true), Some(false))
+    );
+}
+
+fn agent_status(dir: &Path) -> std::process::Output {
+    Command::new(BIN)
+        .args(["agent", "status", "--dir"])
+        .arg(dir)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn agent_status_and_the_service_unit_from_the_command_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let adir = dir.path().join("agent");
+    std::fs::create_dir_all(&adir).unwrap();
+    // No agent has run here: a clear message, exit status 3.
+    let out = agent_status(&adir);
+    assert_eq!(out.status.code(), Some(3));
+    assert!(stderr(&out).contains("status.json"), "{}", stderr(&out));
+    let units = dir.path().join("units");
+    let install = |extra: &[&str]| {
+        Command::new(BIN)
+            .args(["agent", "install-service", "--no-systemctl", "--unit-dir"])
+            .arg(&units)
+            .arg("--dir")
+            .arg(&adir)
+            .args(extra)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    };
+    // Not enrolled yet: refused.
+    let out = install(&[]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("venued agent enroll"),
+        "{}",
+        stderr(&out)
+    );
+    std::fs::write(adir.join("agent.json"), "{}").unwrap();
+    let out = install(&[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let unit = std::fs::read_to_string(units.join("venued-agent.service")).unwrap();
+    assert!(
+        unit.contains(&format!(
+            "agent run --dir {} --adapter loginctl",
+            adir.display()
+        )),
+        "{unit}"
+    );
+    assert!(unit.contains("Restart=always") && unit.contains("WantedBy=multi-user.target"));
+    let uninstall = || {
+        Command::new(BIN)
+            .args(["agent", "uninstall-service", "--no-systemctl", "--unit-dir"])
+            .arg(&units)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    };
+    assert!(uninstall().status.success());
+    assert!(!units.join("venued-agent.service").exists());
+    let again = uninstall();
+    assert!(!again.status.success());
+    assert!(
+        stderr(&again).contains("no venued-agent.service installed"),
+        "{}",
+        stderr(&again)
+    );
 }
 
 /// A loopback TCP proxy that can cut every connection and refuse new ones, then heal.
