@@ -186,10 +186,13 @@ async fn serve(
 ) -> Result<(), String> {
     let _ = stream.set_nodelay(true);
     let (read, mut write) = stream.into_split();
-    let mut lines = BufReader::new(read);
+    // Reads stop at the line limit, so even a misbehaving helper cannot make the agent
+    // buffer more than one line's worth.
+    let mut lines = BufReader::new(read).take(0);
     let mut line = Vec::new();
     screen.mark_changed();
     loop {
+        lines.set_limit((ipc::MAX_LINE + 1).saturating_sub(line.len()) as u64);
         tokio::select! {
             changed = screen.changed() => {
                 if changed.is_err() {
@@ -213,12 +216,12 @@ async fn serve(
             // Cancel-safe: a partly read line stays in `line` for the next round.
             read = lines.read_until(b'\n', &mut line) => {
                 match read {
+                    Ok(0) if line.len() > ipc::MAX_LINE => {
+                        return Err("over-long line from the helper".into());
+                    }
                     Ok(0) => return Err("the helper closed its link".into()),
                     Err(e) => return Err(format!("link to the helper broke: {e}")),
                     Ok(_) => {}
-                }
-                if line.len() > ipc::MAX_LINE + 1 {
-                    return Err("over-long line from the helper".into());
                 }
                 if line.last() != Some(&b'\n') {
                     continue;
@@ -233,5 +236,86 @@ async fn serve(
                 line.clear();
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use crate::agent::overlay::screen::LockReason;
+    use tokio::io::AsyncBufReadExt;
+
+    /// Records where it was asked to start a helper; the test plays the helper.
+    struct Recorder(mpsc::UnboundedSender<(SocketAddr, String)>);
+    struct NoProcess;
+
+    impl Helper for NoProcess {
+        fn exited(&mut self) -> bool {
+            false
+        }
+        fn stop(&mut self) {}
+    }
+
+    impl Launcher for Recorder {
+        fn launch(&mut self, addr: SocketAddr, token: &str) -> Result<Box<dyn Helper>, String> {
+            let _ = self.0.send((addr, token.to_owned()));
+            Ok(Box::new(NoProcess))
+        }
+    }
+
+    async fn greet(addr: SocketAddr, token: &str) -> BufReader<TcpStream> {
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        s.write_all(&ipc::encode(&ToAgent::Hello {
+            token: token.to_owned(),
+        }))
+        .await
+        .unwrap();
+        BufReader::new(s)
+    }
+
+    #[tokio::test]
+    async fn only_the_started_helper_gets_screens_and_a_broken_one_is_replaced() {
+        let (tx, mut launched) = mpsc::unbounded_channel();
+        let (overlay, mut from_helper) = Overlay::start(Box::new(Recorder(tx)));
+        let screen = Screen::Locked {
+            station: "PC 01".into(),
+            why: LockReason::Free,
+            message: None,
+        };
+        overlay.show(screen.clone());
+        let (addr, token) = launched.recv().await.unwrap();
+        assert!(addr.ip().is_loopback());
+
+        // A local process that guessed the port but not the token gets nothing.
+        let mut intruder = greet(addr, "not-the-token").await;
+        let mut line = String::new();
+        assert_eq!(intruder.read_line(&mut line).await.unwrap_or(0), 0);
+
+        let mut helper = greet(addr, &token).await;
+        helper.read_line(&mut line).await.unwrap();
+        assert_eq!(
+            ipc::decode::<ToHelper>(line.trim_end().as_bytes()),
+            Ok(ToHelper::Show { screen })
+        );
+        let presence = ToAgent::Presence {
+            user: Some("kim".into()),
+            idle_s: Some(4),
+        };
+        helper
+            .get_mut()
+            .write_all(&ipc::encode(&presence))
+            .await
+            .unwrap();
+        assert_eq!(from_helper.recv().await, Some(presence));
+
+        // An over-long line breaks the link; a new helper is started with a new token.
+        helper
+            .get_mut()
+            .write_all(&vec![b'x'; ipc::MAX_LINE + 2])
+            .await
+            .unwrap();
+        let (_, second) = launched.recv().await.unwrap();
+        assert_ne!(second, token);
     }
 }
