@@ -28,7 +28,7 @@ pub trait Display {
     fn size(&self) -> (u32, u32);
     /// Show `canvas`: over the whole screen, above everything and taking all input when
     /// `kiosk`; else as a small always-on-top window in the top right corner.
-    fn present(&mut self, canvas: &super::render::Canvas, kiosk: bool) -> Result<(), String>;
+    fn present(&mut self, canvas: super::render::Canvas, kiosk: bool) -> Result<(), String>;
     /// Wait up to `timeout` for input; the keys typed meanwhile.
     fn wait_input(&mut self, timeout: Duration) -> Result<Vec<Key>, String>;
     /// Milliseconds since the last keyboard or mouse input, if the platform tells.
@@ -200,7 +200,7 @@ pub fn run(
                 countdown_size(&screen)
             };
             let canvas = render(&screen, &page.entry, font.as_mut(), w, h);
-            display.present(&canvas, screen.is_kiosk())?;
+            display.present(canvas, screen.is_kiosk())?;
             drawn = Some(fresh);
         }
         for key in display.wait_input(Duration::from_millis(200))? {

@@ -9,13 +9,19 @@ use super::screen::{Role, Screen};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-/// Pixels, row-major, 0x00RRGGBB: the layout both X11 (depth 24, 32 bits per pixel,
-/// little-endian) and a 32-bit Windows DIB expect.
+/// Pixels, row-major, 4 bytes each in the order B, G, R, unused: the layout both X11
+/// (depth 24, 32 bits per pixel, LSB first) and a 32-bit Windows DIB take as they are,
+/// so a frame goes to the screen without a converted copy.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Canvas {
     pub width: u32,
     pub height: u32,
-    pub pixels: Vec<u32>,
+    pub pixels: Vec<[u8; 4]>,
+}
+
+/// 0x00RRGGBB as a pixel.
+const fn px(rgb: u32) -> [u8; 4] {
+    [rgb as u8, (rgb >> 8) as u8, (rgb >> 16) as u8, 0]
 }
 
 impl Canvas {
@@ -23,13 +29,19 @@ impl Canvas {
         Self {
             width,
             height,
-            pixels: vec![rgb; width as usize * height as usize],
+            pixels: vec![px(rgb); width as usize * height as usize],
         }
     }
 
-    /// The pixels as bytes in memory order (B, G, R, 0 per pixel on little-endian).
-    pub fn bytes(&self) -> Vec<u8> {
-        self.pixels.iter().flat_map(|p| p.to_le_bytes()).collect()
+    /// The pixels as the bytes the screen takes.
+    pub fn bytes(&self) -> &[u8] {
+        self.pixels.as_flattened()
+    }
+
+    /// Pixel `i` as 0x00RRGGBB.
+    pub fn rgb(&self, i: usize) -> u32 {
+        let [b, g, r, _] = self.pixels[i];
+        u32::from_be_bytes([0, r, g, b])
     }
 
     pub fn fill(&mut self, x: i32, y: i32, w: u32, h: u32, rgb: u32) {
@@ -38,7 +50,7 @@ impl Canvas {
         let y1 = (y + h as i32).clamp(0, self.height as i32) as u32;
         for row in y0..y1 {
             let start = (row * self.width) as usize;
-            self.pixels[start + x0 as usize..start + x1 as usize].fill(rgb);
+            self.pixels[start + x0 as usize..start + x1 as usize].fill(px(rgb));
         }
     }
 
@@ -48,12 +60,12 @@ impl Canvas {
             return;
         }
         let i = (y as u32 * self.width + x as u32) as usize;
-        let (a, back) = (u32::from(alpha), self.pixels[i]);
-        let mix = |shift: u32| {
-            let (f, b) = ((rgb >> shift) & 0xff, (back >> shift) & 0xff);
-            ((f * a + b * (255 - a)) / 255) << shift
-        };
-        self.pixels[i] = mix(16) | mix(8) | mix(0);
+        let (a, fore) = (u16::from(alpha), px(rgb));
+        let back = &mut self.pixels[i];
+        for c in 0..3 {
+            let mixed = (u16::from(fore[c]) * a + u16::from(back[c]) * (255 - a)) / 255;
+            back[c] = mixed as u8;
+        }
     }
 }
 
@@ -304,7 +316,7 @@ mod tests {
     }
 
     fn inked(c: &Canvas, back: u32) -> usize {
-        c.pixels.iter().filter(|p| **p != back).count()
+        (0..c.pixels.len()).filter(|i| c.rgb(*i) != back).count()
     }
 
     #[test]
@@ -318,7 +330,7 @@ mod tests {
         let (w, h) = countdown_size(&s);
         let mut f = font();
         let c = render(&s, &Entry::default(), f.as_mut(), w, h);
-        assert_eq!(c.pixels[0], Band::Red.rgb());
+        assert_eq!(c.rgb(0), Band::Red.rgb());
         if f.is_some() {
             assert!(inked(&c, Band::Red.rgb()) > 500, "no text drawn");
         }
