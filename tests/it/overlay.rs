@@ -271,6 +271,17 @@ fn the_lock_screen_and_the_countdown_read_back_with_ocr() {
         helper.and_then(rss_kib)
     );
 
+    // The helper reports who sits there and how idle they are; the agent keeps it in
+    // its status (and in the retained MQTT status).
+    let out = Command::new(BIN)
+        .args(["agent", "status", "--json", "--dir"])
+        .arg(&adir)
+        .output()
+        .unwrap();
+    let status: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(status["overlay"], true, "{status}");
+    assert!(status["idle_s"].as_u64().is_some(), "{status}");
+
     // Back to the lock page when the session stops.
     d.cli(&["session", "stop", "pc-07"]);
     agent.expect("lock", Duration::from_secs(5));
