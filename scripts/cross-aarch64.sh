@@ -24,18 +24,8 @@ if ! rustup target list --installed | grep -qx "$target"; then
     rustup target add "$target"
 fi
 
-apt_install() {
-    local sudo_cmd=()
-    if [[ $(id -u) != 0 ]]; then
-        sudo_cmd=(sudo -n)
-    fi
-    export DEBIAN_FRONTEND=noninteractive
-    "${sudo_cmd[@]}" apt-get install -y -q --no-install-recommends "$@" > /dev/null ||
-        {
-            "${sudo_cmd[@]}" apt-get update -q > /dev/null
-            "${sudo_cmd[@]}" apt-get install -y -q --no-install-recommends "$@" > /dev/null
-        }
-}
+# shellcheck source=lib/apt.sh
+source scripts/lib/apt.sh
 if ! command -v aarch64-linux-gnu-gcc > /dev/null 2>&1; then
     echo "    gcc-aarch64-linux-gnu: missing, installing with apt"
     apt_install gcc-aarch64-linux-gnu libc6-dev-arm64-cross

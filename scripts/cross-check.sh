@@ -10,6 +10,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# shellcheck source=lib/apt.sh
+source scripts/lib/apt.sh
+
 target=x86_64-pc-windows-gnu
 if ! rustup target list --installed | grep -qx "$target"; then
     echo "    rustup target $target: missing, adding"
@@ -17,16 +20,7 @@ if ! rustup target list --installed | grep -qx "$target"; then
 fi
 if ! command -v x86_64-w64-mingw32-gcc > /dev/null 2>&1; then
     echo "    gcc-mingw-w64-x86-64: missing, installing with apt"
-    sudo_cmd=()
-    if [[ $(id -u) != 0 ]]; then
-        sudo_cmd=(sudo -n)
-    fi
-    export DEBIAN_FRONTEND=noninteractive
-    "${sudo_cmd[@]}" apt-get install -y -q --no-install-recommends gcc-mingw-w64-x86-64 > /dev/null ||
-        {
-            "${sudo_cmd[@]}" apt-get update -q > /dev/null
-            "${sudo_cmd[@]}" apt-get install -y -q --no-install-recommends gcc-mingw-w64-x86-64 > /dev/null
-        }
+    apt_install gcc-mingw-w64-x86-64
 fi
 
 agent=(--locked --target "$target" --no-default-features --features agent)

@@ -15,6 +15,9 @@ cd "$(dirname "$0")/.."
 
 PAHO_VERSION=2.1.0
 
+# shellcheck source=lib/apt.sh
+source scripts/lib/apt.sh
+
 # apt_need <package> <test...>: install the Debian package unless the test passes.
 apt_need() {
     local package=$1
@@ -24,16 +27,7 @@ apt_need() {
         return
     fi
     echo "    $package: missing, installing with apt"
-    local sudo_cmd=()
-    if [[ $(id -u) != 0 ]]; then
-        sudo_cmd=(sudo -n)
-    fi
-    export DEBIAN_FRONTEND=noninteractive
-    "${sudo_cmd[@]}" apt-get install -y -q --no-install-recommends "$package" > /dev/null ||
-        {
-            "${sudo_cmd[@]}" apt-get update -q > /dev/null
-            "${sudo_cmd[@]}" apt-get install -y -q --no-install-recommends "$package" > /dev/null
-        }
+    apt_install "$package"
 }
 
 apt_need mosquitto-clients command -v mosquitto_sub
