@@ -23,6 +23,7 @@ pub struct Config {
     pub sessions: SessionsConfig,
     pub clock: ClockConfig,
     pub mqtt: MqttConfig,
+    pub mdns: MdnsConfig,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -227,6 +228,21 @@ impl Default for MqttConfig {
             command_retry: SignedDuration::from_secs(1),
             command_attempts: 5,
         }
+    }
+}
+
+/// Advertising the controller on the LAN (mDNS / DNS-SD), so `venued agent enroll` finds
+/// it without an address (src/discovery.rs).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields, default)]
+pub struct MdnsConfig {
+    /// Advertise `_venued._tcp.local.` while HTTPS listens on a non-loopback address.
+    pub enabled: bool,
+}
+
+impl Default for MdnsConfig {
+    fn default() -> Self {
+        Self { enabled: true }
     }
 }
 
@@ -580,6 +596,18 @@ mod tests {
         let e = Config::parse("[sessions]\ngrace = \"30s\"\ngrase = \"1m\"\n", None).unwrap_err();
         assert_eq!(e.line, Some(3));
         assert!(e.reason.contains("unknown field `grase`"), "{e}");
+    }
+
+    #[test]
+    fn mdns_is_on_by_default_and_can_be_turned_off() {
+        assert!(Config::default().mdns.enabled);
+        let c = Config::parse("[mdns]\nenabled = false\n", None).unwrap();
+        assert!(!c.mdns.enabled);
+        let e = Config::parse("[mdns]\nenable = false\n", None).unwrap_err();
+        assert_eq!(e.line, Some(2));
+        assert!(e.reason.contains("unknown field `enable`"), "{e}");
+        let e = Config::parse("[mdns]\nenabled = \"yes\"\n", None).unwrap_err();
+        assert_eq!(e.key.as_deref(), Some("mdns.enabled"), "{e}");
     }
 
     #[test]

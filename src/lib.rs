@@ -3,6 +3,8 @@
 pub mod agent;
 pub mod clock;
 pub mod config;
+#[cfg(any(feature = "controller", feature = "agent"))]
+pub mod discovery;
 pub mod domain;
 
 #[cfg(feature = "controller")]

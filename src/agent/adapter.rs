@@ -163,6 +163,36 @@ impl Adapter for LoginctlAdapter {
     }
 }
 
+/// Any other desktop or kiosk shell: one program of the venue's, run for each action with
+/// the action as its arguments (`lock`, `unlock`, `warn 300`, `message <text>`, `logoff`,
+/// `shutdown`, `restart`, `prevent-sleep true|false`). A failing program is logged; the
+/// agent goes on enforcing.
+pub struct CommandAdapter {
+    program: std::path::PathBuf,
+}
+
+impl CommandAdapter {
+    pub fn new(program: std::path::PathBuf) -> Self {
+        Self { program }
+    }
+
+    /// The arguments for an action.
+    pub fn args_for(action: &Action) -> Vec<String> {
+        match action {
+            Action::Warn { lead_s } => vec!["warn".into(), lead_s.to_string()],
+            Action::ShowMessage(text) => vec!["message".into(), text.clone()],
+            Action::PreventSleep(on) => vec!["prevent-sleep".into(), on.to_string()],
+            other => vec![describe(other)],
+        }
+    }
+}
+
+impl Adapter for CommandAdapter {
+    fn apply(&mut self, action: &Action) -> Result<(), String> {
+        run_program(&self.program.display().to_string(), &Self::args_for(action))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -189,5 +219,21 @@ mod tests {
         assert_eq!(b.command_for(&Action::PreventSleep(true)), None);
         let warn = b.command_for(&Action::Warn { lead_s: 300 }).unwrap();
         assert!(warn.1[2].contains("5m"), "{warn:?}");
+    }
+
+    #[test]
+    fn a_configured_command_gets_the_action_as_separate_arguments() {
+        assert_eq!(CommandAdapter::args_for(&Action::Lock), ["lock"]);
+        assert_eq!(
+            CommandAdapter::args_for(&Action::ShowMessage("pizza is ready".into())),
+            ["message", "pizza is ready"]
+        );
+        assert_eq!(
+            CommandAdapter::args_for(&Action::Warn { lead_s: 60 }),
+            ["warn", "60"]
+        );
+        let mut missing = CommandAdapter::new("/nonexistent/venue-hook".into());
+        let e = missing.apply(&Action::Lock).err().unwrap_or_default();
+        assert!(e.contains("/nonexistent/venue-hook"), "{e}");
     }
 }

@@ -9,11 +9,17 @@ pub enum AgentCmd {
     /// Fetch this PC's MQTT credentials and the box CA with a code from staff
     /// (`venued station enroll <id>` on the controller).
     Enroll {
-        /// The controller's HTTPS address, e.g. https://192.168.1.10:8443.
+        /// The controller's HTTPS address, e.g. https://192.168.1.10:8443. Without it the
+        /// agent looks for the controller on this network by mDNS and takes the one whose
+        /// CA matches the code.
         #[arg(long)]
-        controller: String,
+        controller: Option<String>,
         #[arg(long)]
         code: String,
+        /// How long to look for the controller by mDNS (without --controller): seconds,
+        /// or a duration such as 10s or 1500ms; 1s to 2m.
+        #[arg(long, default_value = "5s", value_parser = crate::agent::enroll::parse_discover_timeout, conflicts_with = "controller")]
+        discover_timeout: std::time::Duration,
         /// Where to keep agent.json and ca.pem (default: /etc/venued-agent as root,
         /// else ~/.config/venued-agent; %ProgramData%\venued\agent on Windows).
         #[arg(long)]
@@ -69,9 +75,14 @@ pub struct RunArgs {
     /// How actions reach the OS: `log` writes them as lines (to --log-file or stdout);
     /// `loginctl` locks, unlocks and logs off the Linux desktop session through
     /// systemd-logind; `windows` logs off the console session, keeps the PC awake during
-    /// a session and shuts down (the Windows service uses it).
-    #[arg(long, default_value = "log", value_parser = ["log", "loginctl", "windows"])]
+    /// a session and shuts down (the Windows service uses it); `command` runs --command
+    /// with the action as its arguments.
+    #[arg(long, default_value = "log", value_parser = ["log", "loginctl", "windows", "command"])]
     pub adapter: String,
+    /// For `command`: the program to run for each action, e.g. `/usr/local/bin/kiosk-hook`
+    /// (called as `kiosk-hook lock`, `kiosk-hook warn 300`, `kiosk-hook message TEXT`).
+    #[arg(long, required_if_eq("adapter", "command"))]
+    pub command: Option<PathBuf>,
     /// For `loginctl`: the session to act on (default: $XDG_SESSION_ID, else the
     /// caller's own session).
     #[arg(long)]
@@ -120,8 +131,9 @@ pub fn run(cmd: AgentCmd) -> ExitCode {
         AgentCmd::Enroll {
             controller,
             code,
+            discover_timeout,
             dir,
-        } => enroll(&controller, &code, dir),
+        } => enroll(controller.as_deref(), &code, discover_timeout, dir),
         AgentCmd::Run(args) => agent_run(args),
         AgentCmd::Status { dir, json } => status(dir, json),
         AgentCmd::Overlay { connect, font } => overlay(connect, font),
@@ -148,13 +160,19 @@ fn report(result: Result<String, String>) -> ExitCode {
     }
 }
 
-fn enroll(controller: &str, code: &str, dir: Option<PathBuf>) -> ExitCode {
+fn enroll(
+    controller: Option<&str>,
+    code: &str,
+    discover_timeout: std::time::Duration,
+    dir: Option<PathBuf>,
+) -> ExitCode {
     let dir = dir.unwrap_or_else(crate::agent::enroll::default_dir);
     let Some(runtime) = crate::runtime::build(&mut tokio::runtime::Builder::new_current_thread())
     else {
         return ExitCode::FAILURE;
     };
-    match runtime.block_on(crate::agent::enroll::enroll(controller, code, &dir)) {
+    let enrolled = crate::agent::enroll::enroll(controller, code, &dir, discover_timeout);
+    match runtime.block_on(enrolled) {
         Ok(creds) => {
             println!(
                 "enrolled as {} for station {}; credentials and CA saved in {}",
@@ -247,6 +265,10 @@ pub fn prepare(args: RunArgs) -> Result<Prepared, String> {
                 .or_else(|| std::env::var("XDG_SESSION_ID").ok());
             Box::new(crate::agent::adapter::LoginctlAdapter::new(session))
         }
+        "command" => match &args.command {
+            Some(program) => Box::new(crate::agent::adapter::CommandAdapter::new(program.clone())),
+            None => return Err("--adapter command needs --command PROGRAM".into()),
+        },
         #[cfg(windows)]
         "windows" => Box::new(crate::agent::windows::adapter::WindowsAdapter::new()),
         #[cfg(not(windows))]

@@ -6,6 +6,10 @@
 //! CA with that fingerprint and its certificate chains to it. The host name is not
 //! checked: the box often has no DNS name and its certificate cannot list every LAN
 //! address, and a CA private to this one box already says who it is.
+//!
+//! Without `--controller` the agent finds the box by mDNS (src/discovery.rs): the
+//! advertisement whose CA prefix matches the code gives the address, and the same pinned
+//! handshake decides whether to trust it.
 
 use crate::protocol::enrollment::{
     EnrollRequest, EnrollResponse, EnrollmentCode, fingerprint_has_prefix, fingerprint_sha256,
@@ -61,6 +65,23 @@ pub fn default_dir() -> PathBuf {
         .join("agent")
 }
 
+/// `--discover-timeout`: bare seconds (`5`) or a duration (`10s`, `1500ms`, `PT5S`).
+pub fn parse_discover_timeout(text: &str) -> Result<std::time::Duration, String> {
+    let parsed = match text.trim().parse::<u64>() {
+        Ok(secs) => Ok(jiff::SignedDuration::from_secs(secs.min(3600) as i64)),
+        Err(_) => text.trim().parse::<jiff::SignedDuration>(),
+    };
+    let d = parsed.map_err(|_| format!("{text:?} is not a duration like 5s or 1500ms"))?;
+    let (lo, hi) = (
+        jiff::SignedDuration::from_secs(1),
+        jiff::SignedDuration::from_mins(2),
+    );
+    if d < lo || d > hi {
+        return Err(format!("must be between 1s and 2m (got {text})"));
+    }
+    std::time::Duration::try_from(d).map_err(|e| e.to_string())
+}
+
 /// `https://host[:port]` -> (host, port); the port defaults to 8443.
 fn parse_controller(url: &str) -> Result<(String, u16), String> {
     let rest = url.strip_prefix("https://").ok_or_else(|| {
@@ -90,19 +111,23 @@ fn parse_controller(url: &str) -> Result<(String, u16), String> {
     Ok((host, port))
 }
 
-pub async fn enroll(controller: &str, code: &str, dir: &Path) -> Result<AgentCredentials, String> {
+/// Enroll with the controller at `controller` (`https://host[:port]`), or, without one,
+/// the controller mDNS finds within `discover_timeout` whose CA matches the code.
+pub async fn enroll(
+    controller: Option<&str>,
+    code: &str,
+    dir: &Path,
+    discover_timeout: Duration,
+) -> Result<AgentCredentials, String> {
     let code = EnrollmentCode::parse(code).map_err(|e| e.to_string())?;
-    let (host, port) = parse_controller(controller)?;
+    let targets = match controller {
+        Some(url) => vec![parse_controller(url)?],
+        None => discover(&code, discover_timeout).await?,
+    };
     let mut config = pinned_client(&code.ca_prefix)?;
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
 
-    let tcp = tokio::time::timeout(
-        Duration::from_secs(10),
-        tokio::net::TcpStream::connect((host.as_str(), port)),
-    )
-    .await
-    .map_err(|_| format!("{host}:{port} did not answer within 10 s"))?
-    .map_err(|e| format!("cannot reach the controller at {host}:{port}: {e}"))?;
+    let (tcp, host, port) = connect(&targets).await?;
     let name = ServerName::try_from(host.clone()).map_err(|e| e.to_string())?;
     let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
         .connect(name, tcp)
@@ -164,6 +189,52 @@ pub async fn enroll(controller: &str, code: &str, dir: &Path) -> Result<AgentCre
 }
 
 use rustls_pki_types::pem::PemObject;
+
+/// The addresses of the controller that issued `code`, found by mDNS. `venued agent
+/// enroll` is run by a person at the PC, so progress goes to stderr.
+async fn discover(code: &EnrollmentCode, timeout: Duration) -> Result<Vec<(String, u16)>, String> {
+    eprintln!(
+        "looking for the controller on this network (mDNS {}, up to {})...",
+        crate::discovery::SERVICE_TYPE,
+        crate::domain::time::exact(
+            jiff::SignedDuration::try_from(timeout).unwrap_or(jiff::SignedDuration::MAX)
+        )
+    );
+    let found = crate::discovery::browse(&code.ca_prefix, timeout, &mut |line| {
+        eprintln!("{line}");
+    })
+    .await?;
+    let targets = found.targets();
+    let shown: Vec<String> = targets.iter().map(ToString::to_string).collect();
+    eprintln!("found controller {:?} at {}", found.name, shown.join(", "));
+    Ok(targets
+        .into_iter()
+        .map(|a| (a.ip().to_string(), a.port()))
+        .collect())
+}
+
+/// Dial each address in turn; the first that answers is used. One address typed by hand
+/// gets 10 s; several found by mDNS get 3 s each, so a dead one does not stall the rest.
+async fn connect(
+    targets: &[(String, u16)],
+) -> Result<(tokio::net::TcpStream, String, u16), String> {
+    let wait = if targets.len() > 1 { 3 } else { 10 };
+    let mut failures = Vec::new();
+    for (host, port) in targets {
+        let dial = tokio::net::TcpStream::connect((host.as_str(), *port));
+        match tokio::time::timeout(Duration::from_secs(wait), dial).await {
+            Ok(Ok(tcp)) => return Ok((tcp, host.clone(), *port)),
+            Ok(Err(e)) => {
+                failures.push(format!("cannot reach the controller at {host}:{port}: {e}"))
+            }
+            Err(_) => failures.push(format!("{host}:{port} did not answer within {wait} s")),
+        }
+    }
+    if failures.is_empty() {
+        return Err("no address to reach the controller at".into());
+    }
+    Err(failures.join("; "))
+}
 
 /// Write `agent.json` (0600) and `ca.pem` into a 0700 directory.
 #[cfg(unix)]
@@ -311,7 +382,22 @@ impl ServerCertVerifier for PinnedCa {
 
 #[cfg(test)]
 mod tests {
-    use super::parse_controller;
+    use super::{parse_controller, parse_discover_timeout};
+    use std::time::Duration;
+
+    #[test]
+    fn discover_timeouts() {
+        assert_eq!(parse_discover_timeout("5"), Ok(Duration::from_secs(5)));
+        assert_eq!(parse_discover_timeout("10s"), Ok(Duration::from_secs(10)));
+        assert_eq!(
+            parse_discover_timeout("1500ms"),
+            Ok(Duration::from_millis(1500))
+        );
+        assert_eq!(parse_discover_timeout("PT2M"), Ok(Duration::from_secs(120)));
+        for bad in ["0", "500ms", "3m", "99999999999", "-5s", "soon", ""] {
+            assert!(parse_discover_timeout(bad).is_err(), "{bad}");
+        }
+    }
 
     #[test]
     fn controller_urls() {

@@ -154,6 +154,18 @@ pub async fn run(config: Config) -> Result<(), String> {
         )));
     }
 
+    // Advertised once every listener is up, so a PC never finds a closed port.
+    let https_bound: Vec<_> = config
+        .tls
+        .https_listen
+        .iter()
+        .zip(&https_ports)
+        .map(|(a, port)| std::net::SocketAddr::new(a.ip(), *port))
+        .collect();
+    let fingerprint = identity.as_ref().map(|(_, _, fp)| fp.as_str());
+    let mdns =
+        crate::discovery::Advertiser::start(&config.mdns, &https_bound, &broker.tls, fingerprint);
+
     let snap = engine.snapshot();
     tracing::info!(
         data = %config.data.dir.display(),
@@ -174,6 +186,9 @@ pub async fn run(config: Config) -> Result<(), String> {
 
     signals.recv().await;
     tracing::info!("stop requested: finishing in-flight requests");
+    if let Some(mdns) = mdns {
+        mdns.stop().await;
+    }
     let _ = stop_tx.send(true);
     let drained = tokio::time::timeout(DRAIN_GRACE, async {
         for server in servers {

@@ -210,6 +210,21 @@ fn the_agent_still_locks_when_the_controller_is_gone() {
     );
 }
 
+/// Wait until the stand-ins have recorded as many calls as `want`, then compare.
+fn expect_calls(calls: &Path, want: &[&str]) {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let got = std::fs::read_to_string(calls).unwrap_or_default();
+        let lines: Vec<&str> = got.lines().collect();
+        if lines.len() >= want.len() {
+            assert_eq!(lines, want);
+            return;
+        }
+        assert!(Instant::now() < deadline, "calls so far: {lines:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 fn agent_status(dir: &Path) -> std::process::Output {
     Command::new(BIN)
         .args(["agent", "status", "--dir"])
@@ -426,17 +441,7 @@ fn the_loginctl_adapter_unlocks_and_locks_the_desktop_session() {
         "notify-send --urgency=critical venued 3s left in your session",
         "loginctl lock-session c7",
     ];
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
-        let got = std::fs::read_to_string(&calls).unwrap_or_default();
-        let lines: Vec<&str> = got.lines().collect();
-        if lines.len() >= want.len() {
-            assert_eq!(lines, want);
-            break;
-        }
-        assert!(Instant::now() < deadline, "calls so far: {lines:?}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    expect_calls(&calls, &want);
     // Locked: the sleep lock is released (the inhibitor process is gone).
     let pid = std::fs::read_to_string(&inhibitor_pid).unwrap();
     let proc = std::path::PathBuf::from(format!("/proc/{}", pid.trim()));
@@ -656,4 +661,49 @@ fn bad_states_and_commands_are_ignored_and_never_unlock() {
     // ...and the link still works: a good state unlocks at once.
     fake.send(topic, state("pc-01", 1, true).as_bytes());
     agent.expect("unlock", Duration::from_secs(5));
+}
+
+#[test]
+fn a_configured_command_carries_out_the_actions() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let d = MqttDaemon::start_config(dir.path(), CONFIG);
+    let (user, pass) = d.add_pc("pc-01");
+    let adir = dir.path().join("agent");
+    agent_dir(&d, &adir, &user, &pass);
+    let calls = dir.path().join("calls");
+    let hook = dir.path().join("kiosk-hook");
+    std::fs::write(
+        &hook,
+        format!("#!/bin/sh\necho \"$#:$*\" >> {}\n", calls.display()),
+    )
+    .unwrap();
+    std::fs::set_permissions(&hook, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let hook_arg = hook.display().to_string();
+    let _agent = Agent::start_with(
+        &adir,
+        &["--adapter", "command", "--command", &hook_arg],
+        &[],
+        None,
+    );
+    std::thread::sleep(Duration::from_millis(800));
+    start_session(&d, 4);
+    d.cli(&[
+        "station",
+        "send",
+        "pc-01",
+        "message",
+        "--text",
+        "pizza is ready",
+    ]);
+    // "<argument count>:<arguments>": the message text arrives as one argument.
+    let want = [
+        "1:unlock",
+        "2:prevent-sleep true",
+        "2:message pizza is ready",
+        "2:warn 3",
+        "1:lock",
+        "2:prevent-sleep false",
+    ];
+    expect_calls(&calls, &want);
 }

@@ -127,6 +127,7 @@ fn serve(
         adapter: "windows".into(),
         session: None,
         log_file: None,
+        command: None,
         overlay: false,
         font: None,
         mqtt_port: None,
