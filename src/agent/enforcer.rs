@@ -29,6 +29,9 @@ impl Mono {
 /// long after the deadline, well inside the venue's ±5 s promise.
 pub const GRACE_WAIT_MS: i64 = 2_000;
 
+/// How long a warning stays on the countdown panel.
+pub const WARNING_SHOWN_MS: u64 = 30_000;
+
 /// Command ids remembered, so a resent command is acknowledged again but not redone.
 const REMEMBERED_COMMANDS: usize = 64;
 
@@ -99,6 +102,8 @@ pub struct Enforcer {
     done: VecDeque<String>,
     /// The last staff message (from a state or a command), for the screen.
     message: Option<String>,
+    /// The last warning given (lead, when): shown on the countdown for a while.
+    warning: Option<(u32, Mono)>,
 }
 
 impl Enforcer {
@@ -112,6 +117,7 @@ impl Enforcer {
             warned: BTreeSet::new(),
             done: VecDeque::new(),
             message: None,
+            warning: None,
         }
     }
 
@@ -155,11 +161,20 @@ impl Enforcer {
             };
         }
         let grace = k.status == StationStatus::Grace;
+        // A warning shows on the countdown for a while (a staff message wins).
+        let notice = self.warning.and_then(|(lead, at)| {
+            (now.0.saturating_sub(at.0) < WARNING_SHOWN_MS).then(|| {
+                format!(
+                    "{} left \u{2014} ask staff to extend",
+                    crate::domain::time::human(jiff::SignedDuration::from_secs(i64::from(lead)))
+                )
+            })
+        });
         Screen::Countdown {
             station,
             left_ms: left(if grace { k.grace_until } else { k.deadline }).map(|ms| ms.max(0)),
             grace,
-            message,
+            message: message.or(notice),
         }
     }
 
@@ -330,6 +345,7 @@ impl Enforcer {
         if let (true, Some(k), Some(id)) = (usable, &self.known, session) {
             for (at, lead) in &k.warnings {
                 if *at <= now && self.warned.insert((id, *lead)) {
+                    self.warning = Some((*lead, now));
                     actions.push(Action::Warn { lead_s: *lead });
                 }
             }
@@ -426,6 +442,30 @@ mod tests {
             e.tick(Mono(1_000 + 60 * 60_000 + GRACE_WAIT_MS as u64)),
             [Action::Lock, Action::PreventSleep(false)]
         );
+    }
+
+    #[test]
+    fn a_warning_shows_on_the_countdown_for_a_while() {
+        let mut e = Enforcer::new(sid());
+        let s = state(
+            1,
+            StationStatus::InSession,
+            "2026-11-23T15:00:00Z",
+            Some("2026-11-23T16:00:00Z"),
+        );
+        e.on_state(&s, Mono(0), ts("2026-11-23T15:00:00Z")).unwrap();
+        let message = |e: &Enforcer, at: u64| match e.screen(Mono(at)) {
+            Screen::Countdown { message, .. } => message,
+            other => panic!("not a countdown: {other:?}"),
+        };
+        assert_eq!(message(&e, 1_000), None);
+        let five_left = 55 * 60_000;
+        assert_eq!(e.tick(Mono(five_left)), [Action::Warn { lead_s: 300 }]);
+        assert_eq!(
+            message(&e, five_left + 1_000).as_deref(),
+            Some("5m left \u{2014} ask staff to extend")
+        );
+        assert_eq!(message(&e, five_left + WARNING_SHOWN_MS), None);
     }
 
     #[test]
