@@ -75,6 +75,9 @@ pub enum StationCmd {
         #[command(flatten)]
         o: Output,
     },
+    /// Set (or --show, --clear) how a console station is enforced: its plug, network
+    /// block, standby action and the ladder's timing.
+    Enforce(super::devices::EnforceArgs),
     /// Send a command to a PC's agent; it is resent until the agent acknowledges it.
     Send {
         id: String,
@@ -348,6 +351,7 @@ async fn dispatch(
         Cmd::User(cmd) => user(client, cmd).await,
         Cmd::Token(cmd) => token(client, cmd).await,
         Cmd::Mqtt(cmd) => super::mqtt::run(client, cmd).await,
+        Cmd::Device(cmd) => super::devices::run(client, cmd).await,
         Cmd::Audit(cmd) => audit(client, cmd, tz).await,
         Cmd::Clock(cmd) => clock(client, cmd, tz).await,
     }
@@ -478,6 +482,7 @@ async fn station(client: &Client, cmd: StationCmd, tz: &TimeZone) -> Result<Exit
                 );
             }
         }
+        StationCmd::Enforce(args) => return super::devices::enforce(client, args).await,
         StationCmd::Send {
             id,
             action,
@@ -936,5 +941,16 @@ fn event_label(kind: &crate::domain::EventKind) -> String {
         } => format!("station_command_failed {id} to {station} after {attempts} attempts"),
         EventKind::MqttSecretIssued { name } => format!("mqtt_secret_issued {name}"),
         EventKind::MqttAccountRevoked { name } => format!("mqtt_account_revoked {name}"),
+        EventKind::DeviceAdded { name, kind, .. } => {
+            format!("device_added {name} ({})", kind.type_name())
+        }
+        EventKind::DeviceRemoved { name } => format!("device_removed {name}"),
+        EventKind::EnforcementSet {
+            station,
+            enforcement,
+        } => match enforcement {
+            Some(_) => format!("enforcement_set {station}"),
+            None => format!("enforcement_cleared {station}"),
+        },
     }
 }

@@ -2,6 +2,7 @@
 
 mod client;
 mod commands;
+mod devices;
 mod mqtt;
 mod serve;
 
@@ -49,13 +50,16 @@ enum Cmd {
     /// Accounts of the embedded MQTT broker (agents, plugs, integrations).
     #[command(subcommand)]
     Mqtt(mqtt::MqttCmd),
+    /// Plugs, routers and MQTT actions that enforce console stations.
+    #[command(subcommand)]
+    Device(devices::DeviceCmd),
     /// Verify and read the tamper-evident event log.
     #[command(subcommand)]
     Audit(commands::AuditCmd),
     /// Show the venue clock, or confirm the time as staff.
     #[command(subcommand)]
     Clock(commands::ClockCmd),
-    /// The PC agent (enrollment today; `run` and the OS services come with the agent).
+    /// The PC agent: enroll, run, status, install-service (docs/agent.md).
     #[command(subcommand)]
     #[cfg(feature = "agent")]
     Agent(crate::agent::cli::AgentCmd),

@@ -115,6 +115,20 @@ pub enum Command {
     Enroll {
         id: String,
     },
+    /// A device (plug, router, MQTT action); its password travels beside the command.
+    AddDevice {
+        name: super::device::DeviceName,
+        kind: super::device::DeviceKind,
+    },
+    RemoveDevice {
+        name: super::device::DeviceName,
+    },
+    /// How a station is enforced with devices; `None` clears it.
+    SetEnforcement {
+        station: StationId,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        enforcement: Option<super::device::Enforcement>,
+    },
     /// A login attempt, successful or not, for the audit trail.
     RecordLogin {
         name: String,
@@ -149,6 +163,9 @@ impl Command {
             Self::RecordCommandFailure { .. } => "record_command_failure",
             Self::RotateMqttSecret { .. } => "rotate_mqtt_secret",
             Self::RevokeMqttAccount { .. } => "revoke_mqtt_account",
+            Self::AddDevice { .. } => "add_device",
+            Self::RemoveDevice { .. } => "remove_device",
+            Self::SetEnforcement { .. } => "set_enforcement",
         }
     }
 }

@@ -55,6 +55,19 @@ pub enum DomainError {
     MqttAccountExists(String),
     #[error("MQTT account {0:?} is revoked")]
     MqttAccountRevoked(String),
+    #[error("device {0} does not exist")]
+    UnknownDevice(String),
+    #[error("device {0} already exists")]
+    DeviceExists(String),
+    #[error("device {device} is used by station {station}; change its enforcement first")]
+    DeviceInUse { device: String, station: StationId },
+    #[error("device {device} is a {actual}, but {role} needs {wanted}")]
+    WrongDeviceKind {
+        device: String,
+        role: &'static str,
+        actual: &'static str,
+        wanted: &'static str,
+    },
     #[error("this enrollment code does not exist")]
     UnknownEnrollment,
     #[error("this enrollment code was already used; ask staff for a new one")]
@@ -87,6 +100,10 @@ impl DomainError {
             Self::MqttAccountExists(_) => "mqtt_account_exists",
             Self::MqttAccountRevoked(_) => "mqtt_account_revoked",
             Self::UnknownEnrollment => "enrollment_not_found",
+            Self::UnknownDevice(_) => "device_not_found",
+            Self::DeviceExists(_) => "device_exists",
+            Self::DeviceInUse { .. } => "device_in_use",
+            Self::WrongDeviceKind { .. } => "wrong_device_kind",
             Self::EnrollmentUsed => "enrollment_used",
             Self::EnrollmentExpired => "enrollment_expired",
         }
@@ -101,7 +118,8 @@ impl DomainError {
             | Self::UnknownUser(_)
             | Self::UnknownToken(_)
             | Self::UnknownMqttAccount(_)
-            | Self::UnknownEnrollment => ErrorKind::NotFound,
+            | Self::UnknownEnrollment
+            | Self::UnknownDevice(_) => ErrorKind::NotFound,
             Self::StationExists(_)
             | Self::StationBusy { .. }
             | Self::SessionEnded(_)
@@ -113,11 +131,14 @@ impl DomainError {
             | Self::MqttAccountExists(_)
             | Self::MqttAccountRevoked(_)
             | Self::EnrollmentUsed
-            | Self::EnrollmentExpired => ErrorKind::Conflict,
+            | Self::EnrollmentExpired
+            | Self::DeviceExists(_)
+            | Self::DeviceInUse { .. } => ErrorKind::Conflict,
             Self::InvalidDuration { .. }
             | Self::TooLong { .. }
             | Self::InvalidField { .. }
-            | Self::TokenExceedsUser { .. } => ErrorKind::Invalid,
+            | Self::TokenExceedsUser { .. }
+            | Self::WrongDeviceKind { .. } => ErrorKind::Invalid,
         }
     }
 }

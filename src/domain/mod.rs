@@ -4,6 +4,7 @@ pub mod account;
 pub mod acl;
 pub mod actor;
 pub mod command;
+pub mod device;
 pub mod error;
 pub mod ids;
 pub mod mqtt;

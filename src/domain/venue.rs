@@ -5,6 +5,7 @@
 
 use super::account::{Permission, Role, valid_user_name};
 use super::command::Command;
+use super::device::{Device, DeviceKind, DeviceName, Enforcement};
 use super::error::DomainError;
 use super::ids::{SessionId, StationId};
 use super::mqtt::{self, MqttAccount, MqttScope};
@@ -110,6 +111,21 @@ pub enum EventKind {
         station: StationId,
         id: String,
     },
+    /// A device was configured (its password, if any, is only in the store).
+    DeviceAdded {
+        name: DeviceName,
+        kind: DeviceKind,
+        with_password: bool,
+    },
+    DeviceRemoved {
+        name: DeviceName,
+    },
+    /// A station's enforcement devices and ladder were set (`None`: cleared).
+    EnforcementSet {
+        station: StationId,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        enforcement: Option<Enforcement>,
+    },
     /// A command for a station's agent was queued for delivery.
     StationCommandSent {
         station: StationId,
@@ -153,6 +169,10 @@ pub struct VenueState {
     pub mqtt: BTreeMap<String, MqttAccount>,
     /// Enrollment codes not yet used, by public id (codes only in the store, hashed).
     pub enrollments: BTreeMap<String, Enrollment>,
+    /// Devices by name (passwords only in the store).
+    pub devices: BTreeMap<DeviceName, Device>,
+    /// How stations are enforced with devices.
+    pub enforcement: BTreeMap<StationId, Enforcement>,
     pub next_session: u64,
 }
 
@@ -395,6 +415,40 @@ impl VenueState {
                 self.live_mqtt(name)?;
                 Ok(vec![EventKind::MqttAccountRevoked { name: name.clone() }])
             }
+            Command::AddDevice { name, kind } => {
+                kind.validate()?;
+                if self.devices.contains_key(name) {
+                    return Err(DomainError::DeviceExists(name.to_string()));
+                }
+                Ok(vec![EventKind::DeviceAdded {
+                    name: name.clone(),
+                    kind: kind.clone(),
+                    with_password: secret_given,
+                }])
+            }
+            Command::RemoveDevice { name } => {
+                self.device(name)?;
+                if let Some((station, _)) = self.enforcement.iter().find(|(_, e)| e.uses(name)) {
+                    return Err(DomainError::DeviceInUse {
+                        device: name.to_string(),
+                        station: station.clone(),
+                    });
+                }
+                Ok(vec![EventKind::DeviceRemoved { name: name.clone() }])
+            }
+            Command::SetEnforcement {
+                station,
+                enforcement,
+            } => {
+                self.station(station)?;
+                if let Some(e) = enforcement {
+                    self.check_enforcement(e)?;
+                }
+                Ok(vec![EventKind::EnforcementSet {
+                    station: station.clone(),
+                    enforcement: enforcement.clone(),
+                }])
+            }
             Command::CreateEnrollment {
                 station,
                 id,
@@ -558,6 +612,7 @@ impl VenueState {
             }
             EventKind::StationRemoved { station } => {
                 self.stations.remove(station);
+                self.enforcement.remove(station);
             }
             EventKind::Session { session, .. } => self.put_session(session.clone()),
             EventKind::UserAdded { name, role } => {
@@ -627,6 +682,34 @@ impl VenueState {
             EventKind::AgentEnrolled { id, .. } => {
                 self.enrollments.remove(id);
             }
+            EventKind::DeviceAdded {
+                name,
+                kind,
+                with_password,
+            } => {
+                self.devices.insert(
+                    name.clone(),
+                    Device {
+                        name: name.clone(),
+                        kind: kind.clone(),
+                        has_password: *with_password,
+                    },
+                );
+            }
+            EventKind::DeviceRemoved { name } => {
+                self.devices.remove(name);
+            }
+            EventKind::EnforcementSet {
+                station,
+                enforcement,
+            } => match enforcement {
+                Some(e) => {
+                    self.enforcement.insert(station.clone(), e.clone());
+                }
+                None => {
+                    self.enforcement.remove(station);
+                }
+            },
             EventKind::StationCommandSent { .. }
             | EventKind::StationCommandAcked { .. }
             | EventKind::StationCommandFailed { .. }
@@ -663,6 +746,44 @@ impl VenueState {
         self.sessions
             .get(&id)
             .ok_or(DomainError::UnknownSession(id))
+    }
+
+    fn device(&self, name: &DeviceName) -> Result<&Device, DomainError> {
+        self.devices
+            .get(name)
+            .ok_or_else(|| DomainError::UnknownDevice(name.to_string()))
+    }
+
+    /// Every device an enforcement names exists and fits its role.
+    fn check_enforcement(&self, e: &Enforcement) -> Result<(), DomainError> {
+        e.ladder.validate()?;
+        let fits = |name: &DeviceName, role, wanted, ok: fn(&DeviceKind) -> bool| {
+            let d = self.device(name)?;
+            if ok(&d.kind) {
+                Ok(())
+            } else {
+                Err(DomainError::WrongDeviceKind {
+                    device: name.to_string(),
+                    role,
+                    actual: d.kind.type_name(),
+                    wanted,
+                })
+            }
+        };
+        if let Some(plug) = &e.plug {
+            fits(plug, "plug", "a Shelly or Tasmota plug", DeviceKind::is_plug)?;
+        }
+        if let Some(net) = &e.network {
+            fits(&net.router, "network.router", "a MikroTik router", |k| {
+                matches!(k, DeviceKind::Mikrotik { .. })
+            })?;
+        }
+        if let Some(standby) = &e.standby {
+            fits(standby, "standby", "an MQTT action", |k| {
+                matches!(k, DeviceKind::MqttAction { .. })
+            })?;
+        }
+        Ok(())
     }
 
     fn live_mqtt(&self, name: &str) -> Result<&MqttAccount, DomainError> {

@@ -51,14 +51,28 @@ impl Default for EngineConfig {
 /// Longest idempotency key accepted.
 pub const MAX_IDEMPOTENCY_KEY: usize = 128;
 
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct Request {
     pub command: Command,
     pub actor: Actor,
     /// A retried request with the same key gets the first answer, not a second effect.
     pub idempotency_key: Option<String>,
-    /// For `AddUser`: the argon2id hash, stored beside the user and never in events.
+    /// Beside the command, never in events: for `AddUser` the argon2id hash, for tokens,
+    /// MQTT secrets and enrollment codes their SHA-256, for `AddDevice` the device's
+    /// password (in clear: venued must present it).
     pub secret: Option<String>,
+}
+
+/// Never prints the secret (a device password is in clear).
+impl std::fmt::Debug for Request {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Request")
+            .field("command", &self.command)
+            .field("actor", &self.actor)
+            .field("idempotency_key", &self.idempotency_key)
+            .field("secret", &self.secret.as_ref().map(|_| "<redacted>"))
+            .finish()
+    }
 }
 
 impl Request {

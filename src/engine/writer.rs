@@ -527,6 +527,27 @@ impl Writer {
                 )?
             }
             EventKind::AgentEnrolled { id, .. } => store::write::use_enrollment(txn, id)?,
+            EventKind::DeviceAdded {
+                name,
+                kind,
+                with_password,
+            } => store::write::device(
+                txn,
+                &store::DeviceRecord {
+                    device: crate::domain::device::Device {
+                        name: name.clone(),
+                        kind: kind.clone(),
+                        has_password: *with_password,
+                    },
+                    password: secret.map(str::to_owned),
+                    created_at: now,
+                },
+            )?,
+            EventKind::DeviceRemoved { name } => store::write::remove_device(txn, name)?,
+            EventKind::EnforcementSet {
+                station,
+                enforcement,
+            } => store::write::enforcement(txn, station, enforcement.as_ref())?,
             EventKind::StationCommandSent { .. }
             | EventKind::StationCommandAcked { .. }
             | EventKind::StationCommandFailed { .. }

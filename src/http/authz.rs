@@ -43,6 +43,11 @@ pub fn required(method: &Method, route: &str) -> Option<Permission> {
         | ("DELETE", "/api/v1/mqtt/accounts/{name}")
         | ("POST", "/api/v1/mqtt/accounts/{name}/rotate")
         | ("POST", "/api/v1/stations/{id}/enrollment") => ManageStations,
+        // Devices carry the venue's hardware addresses and passwords; enforcement decides
+        // whether a console can be cut off: both are station management.
+        ("GET" | "POST", "/api/v1/devices")
+        | ("GET" | "DELETE", "/api/v1/devices/{name}")
+        | ("GET" | "PUT" | "DELETE", "/api/v1/stations/{id}/enforcement") => ManageStations,
         (
             "POST",
             "/api/v1/sessions"

@@ -9,6 +9,7 @@ pub mod ca_page;
 pub mod enrollment;
 pub mod metrics;
 pub mod metrics_hook;
+pub mod devices;
 pub mod mqtt_accounts;
 pub mod openapi;
 mod station_commands;
@@ -78,6 +79,7 @@ pub fn router(engine: Engine) -> Router {
     api::routes()
         .merge(auth::token_routes())
         .merge(mqtt_accounts::routes())
+        .merge(devices::routes())
         .merge(station_commands::routes())
         .merge(enrollment::routes())
         .merge(api::ops_routes())
@@ -101,6 +103,7 @@ pub fn network_router(engine: Engine, auth: auth::Auth, https: bool) -> Router {
     let protected = api::routes()
         .merge(auth::token_routes())
         .merge(mqtt_accounts::routes())
+        .merge(devices::routes())
         .merge(station_commands::routes())
         .merge(enrollment::routes())
         .merge(auth::logout_routes())

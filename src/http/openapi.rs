@@ -180,10 +180,12 @@ use super::api::{
     UserView, ZoneView,
 };
 use super::auth::{CreatedToken, Login, LoginAnswer, NewToken, Setup, TokenView};
+use super::devices::NewDevice;
 use super::enrollment::CreatedEnrollment;
 use super::mqtt_accounts::{CreatedAccount, NewAccount};
 use super::station_commands::{SendCommand, SentCommand};
 use super::stream::StreamQuery;
+use crate::domain::device::{Device, DeviceName, Enforcement};
 use crate::domain::mqtt::MqttAccount;
 use crate::engine::Reply;
 use crate::protocol::enrollment::{EnrollRequest, EnrollResponse};
@@ -206,6 +208,12 @@ const MQTT_ACCOUNT: &[Param] = &[Param {
     description: "The account's user name.",
     schema: json::mqtt_account,
     example: "device:plug-3",
+}];
+const DEVICE_NAME: &[Param] = &[Param {
+    name: "name",
+    description: "The device's name.",
+    schema: schema::<DeviceName>,
+    example: "plug-07",
 }];
 const TOKEN_ID: &[Param] = &[Param {
     name: "id",
@@ -827,6 +835,137 @@ pub const ROUTES: &[RouteDoc] = &[
             "revokeMqttAccount",
             "mqtt",
             "Revoke an MQTT account at once",
+            &[],
+        )
+    },
+    // ---- devices and console enforcement ----
+    RouteDoc {
+        description: "Plugs, routers and MQTT actions. Passwords are never returned, only \
+                      `has_password`.",
+        ..read(
+            "/api/v1/devices",
+            "listDevices",
+            "devices",
+            "List devices",
+            &[ok(
+                200,
+                "Every device.",
+                Content::Json(schema::<Vec<Device>>),
+            )],
+        )
+    },
+    RouteDoc {
+        method: "POST",
+        description: "`device.type` is `shelly_gen1`, `shelly_gen2`, `tasmota`, `mikrotik` \
+                      or `mqtt_action`. Programs to run (`command`) are defined only in the \
+                      configuration file, never here. The password is stored on the box and \
+                      never shown again.",
+        body: Some(Body {
+            schema: schema::<NewDevice>,
+            required: true,
+            example: r#"{"name": "plug-07", "device": {"type": "shelly_gen2", "host": "192.168.1.57", "mqtt_prefix": "shellyplusplugs-aabbccddeeff"}, "password": "plug password"}"#,
+        }),
+        answers: &[ok(201, "The device.", Content::Json(schema::<Device>))],
+        idempotent: true,
+        errors: &["invalid_field", "invalid_body", "device_exists"],
+        ..read(
+            "/api/v1/devices",
+            "addDevice",
+            "devices",
+            "Add a device",
+            &[],
+        )
+    },
+    RouteDoc {
+        path_params: DEVICE_NAME,
+        errors: &["invalid_device_name", "device_not_found"],
+        ..read(
+            "/api/v1/devices/{name}",
+            "getDevice",
+            "devices",
+            "One device",
+            &[ok(200, "The device.", Content::Json(schema::<Device>))],
+        )
+    },
+    RouteDoc {
+        method: "DELETE",
+        path_params: DEVICE_NAME,
+        answers: &[ok(204, "Removed.", Content::Empty)],
+        idempotent: true,
+        errors: &["invalid_device_name", "device_not_found", "device_in_use"],
+        ..read(
+            "/api/v1/devices/{name}",
+            "removeDevice",
+            "devices",
+            "Remove a device no station uses",
+            &[],
+        )
+    },
+    RouteDoc {
+        path_params: STATION_ID,
+        errors: &[
+            "invalid_station_id",
+            "station_not_found",
+            "enforcement_not_set",
+        ],
+        ..read(
+            "/api/v1/stations/{id}/enforcement",
+            "getEnforcement",
+            "devices",
+            "How a station is enforced",
+            &[ok(
+                200,
+                "Its plug, network block, standby action and ladder timing.",
+                Content::Json(schema::<Enforcement>),
+            )],
+        )
+    },
+    RouteDoc {
+        method: "PUT",
+        description: "Every device named must exist and fit its role: `plug` a Shelly or \
+                      Tasmota plug, `network.router` a MikroTik router, `standby` an MQTT \
+                      action. Ladder delays are milliseconds after the end of paid time; \
+                      unset ones keep their defaults, and the relay is never cut unless \
+                      `ladder.allow_cut` is true.",
+        path_params: STATION_ID,
+        body: Some(Body {
+            schema: schema::<Enforcement>,
+            required: true,
+            example: r#"{"plug": "plug-07", "ladder": {"standby_after_ms": 30000, "standby_below_w": 15}}"#,
+        }),
+        answers: &[ok(
+            200,
+            "The enforcement as set.",
+            Content::Json(schema::<Enforcement>),
+        )],
+        idempotent: true,
+        errors: &[
+            "invalid_station_id",
+            "station_not_found",
+            "invalid_field",
+            "invalid_body",
+            "device_not_found",
+            "wrong_device_kind",
+        ],
+        ..read(
+            "/api/v1/stations/{id}/enforcement",
+            "setEnforcement",
+            "devices",
+            "Set how a station is enforced",
+            &[],
+        )
+    },
+    RouteDoc {
+        method: "DELETE",
+        path_params: STATION_ID,
+        answers: &[ok(204, "Cleared.", Content::Empty)],
+        idempotent: true,
+        errors: &["invalid_station_id", "station_not_found"],
+        ..read(
+            "/api/v1/stations/{id}/enforcement",
+            "clearEnforcement",
+            "devices",
+            "Stop enforcing a station with devices",
             &[],
         )
     },

@@ -6,13 +6,13 @@ use super::tables::*;
 use redb::{ReadableTable, WriteTransaction};
 
 /// The schema this binary writes.
-pub const SCHEMA_VERSION: u32 = 4;
+pub const SCHEMA_VERSION: u32 = 5;
 
 type Migration = fn(&WriteTransaction) -> Result<(), StoreError>;
 
 /// `MIGRATIONS[i]` takes the store from version `i` to `i + 1`; version 0 is empty.
 const MIGRATIONS: [Migration; SCHEMA_VERSION as usize] =
-    [v1_initial, v2_tokens, v3_mqtt_accounts, v4_enrollments];
+    [v1_initial, v2_tokens, v3_mqtt_accounts, v4_enrollments, v5_devices];
 
 fn v1_initial(txn: &WriteTransaction) -> Result<(), StoreError> {
     // Opening a table in a write transaction creates it.
@@ -47,6 +47,13 @@ fn v3_mqtt_accounts(txn: &WriteTransaction) -> Result<(), StoreError> {
 fn v4_enrollments(txn: &WriteTransaction) -> Result<(), StoreError> {
     txn.open_table(ENROLLMENTS)?;
     txn.open_table(ENROLLMENT_IDS)?;
+    Ok(())
+}
+
+/// v5: devices (plugs, routers, MQTT actions) and station enforcement.
+fn v5_devices(txn: &WriteTransaction) -> Result<(), StoreError> {
+    txn.open_table(DEVICES)?;
+    txn.open_table(ENFORCEMENT)?;
     Ok(())
 }
 

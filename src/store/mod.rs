@@ -139,6 +139,17 @@ pub struct MqttAccountRecord {
     pub secret_issued_at: Option<Timestamp>,
 }
 
+/// A stored device. The password is kept in clear: venued must present it to the device.
+/// It is never returned by the API; the store file is readable by the service user only.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct DeviceRecord {
+    #[serde(flatten)]
+    pub device: crate::domain::device::Device,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password: Option<String>,
+    pub created_at: Timestamp,
+}
+
 /// A stored enrollment code; only the SHA-256 of its secret part is kept (the key).
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct EnrollmentRecord {
@@ -276,6 +287,17 @@ impl Store {
                 );
             }
         }
+        for entry in txn.open_table(DEVICES)?.iter()? {
+            let (_, v) = entry?;
+            let r: DeviceRecord = serde_json::from_slice(v.value())?;
+            state.devices.insert(r.device.name.clone(), r.device);
+        }
+        for entry in txn.open_table(ENFORCEMENT)?.iter()? {
+            let (k, v) = entry?;
+            let station = StationId::parse(k.value())
+                .map_err(|e| StoreError::Corrupt(format!("enforcement key: {e}")))?;
+            state.enforcement.insert(station, serde_json::from_slice(v.value())?);
+        }
         let checkpoint = match txn.open_table(META)?.get(META_CHECKPOINT)? {
             Some(v) => Some(parse_ts(v.value())?),
             None => None,
@@ -292,6 +314,16 @@ impl Store {
         let txn = self.db.begin_read()?;
         let table = txn.open_table(ENROLLMENTS)?;
         match table.get(hash)? {
+            Some(v) => Ok(Some(serde_json::from_slice(v.value())?)),
+            None => Ok(None),
+        }
+    }
+
+    /// A device with its password (for the drivers; never for the API).
+    pub fn device(&self, name: &str) -> Result<Option<DeviceRecord>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(DEVICES)?;
+        match table.get(name)? {
             Some(v) => Ok(Some(serde_json::from_slice(v.value())?)),
             None => Ok(None),
         }
@@ -416,6 +448,40 @@ pub mod write {
 
     pub fn remove_station(txn: &WriteTransaction, id: &StationId) -> Result<(), StoreError> {
         txn.open_table(STATIONS)?.remove(id.as_str())?;
+        txn.open_table(ENFORCEMENT)?.remove(id.as_str())?;
+        Ok(())
+    }
+
+    pub fn device(txn: &WriteTransaction, record: &DeviceRecord) -> Result<(), StoreError> {
+        txn.open_table(DEVICES)?.insert(
+            record.device.name.as_str(),
+            serde_json::to_vec(record)?.as_slice(),
+        )?;
+        Ok(())
+    }
+
+    pub fn remove_device(
+        txn: &WriteTransaction,
+        name: &crate::domain::device::DeviceName,
+    ) -> Result<(), StoreError> {
+        txn.open_table(DEVICES)?.remove(name.as_str())?;
+        Ok(())
+    }
+
+    pub fn enforcement(
+        txn: &WriteTransaction,
+        station: &StationId,
+        enforcement: Option<&crate::domain::device::Enforcement>,
+    ) -> Result<(), StoreError> {
+        let mut table = txn.open_table(ENFORCEMENT)?;
+        match enforcement {
+            Some(e) => {
+                table.insert(station.as_str(), serde_json::to_vec(e)?.as_slice())?;
+            }
+            None => {
+                table.remove(station.as_str())?;
+            }
+        }
         Ok(())
     }
 

@@ -28,6 +28,12 @@ pub const ENROLLMENTS: TableDefinition<&str, &[u8]> = TableDefinition::new("enro
 /// Enrollment public id -> code hash, to mark a code used (schema v4).
 pub const ENROLLMENT_IDS: TableDefinition<&str, &str> = TableDefinition::new("enrollment_ids");
 
+/// Devices by name, with the password venued logs in with, in clear: the device needs it
+/// so (schema v5).
+pub const DEVICES: TableDefinition<&str, &[u8]> = TableDefinition::new("devices");
+/// Station id -> how it is enforced with devices (schema v5).
+pub const ENFORCEMENT: TableDefinition<&str, &[u8]> = TableDefinition::new("enforcement");
+
 pub const META_SCHEMA_VERSION: &str = "schema_version";
 pub const META_CHECKPOINT: &str = "clock_checkpoint";
 pub const META_STORE_ID: &str = "store_id";

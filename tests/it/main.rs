@@ -10,6 +10,7 @@ mod cli_flow;
 mod clock_trust;
 mod config_fixtures;
 mod crash;
+mod devices;
 mod discovery;
 mod mqtt;
 mod mqtt_clients;

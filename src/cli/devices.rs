@@ -1,0 +1,345 @@
+//! `venued device` and `venued station enforce`: the plugs, routers and MQTT actions venued
+//! drives, and how a console station is enforced with them.
+
+use super::client::{Client, ClientError};
+use super::commands::{Mutating, Output, encode, print_json};
+use crate::domain::device::{Device, DeviceKind, Enforcement};
+use clap::{Args, Subcommand};
+use hyper::Method;
+use serde_json::{Value, json};
+use std::io::BufRead;
+use std::process::ExitCode;
+
+#[derive(Debug, Subcommand)]
+pub enum DeviceCmd {
+    /// List devices (never their passwords).
+    List {
+        #[command(flatten)]
+        o: Output,
+    },
+    /// Add a plug, a router or an MQTT action.
+    Add(Box<AddDevice>),
+    /// Remove a device that no station uses.
+    Remove {
+        name: String,
+        #[command(flatten)]
+        m: Mutating,
+    },
+}
+
+/// `venued device add`.
+#[derive(Debug, Args)]
+pub struct AddDevice {
+    /// 1-40 of a-z 0-9 - _, e.g. plug-07.
+    pub name: String,
+    #[arg(long = "type", value_parser = ["shelly_gen1", "shelly_gen2", "tasmota", "mikrotik", "mqtt_action"])]
+    pub kind: String,
+    /// Plugs: the web address, host or host:port.
+    #[arg(long)]
+    pub host: Option<String>,
+    /// Shelly Gen1: its MQTT id (shellyplug-s-AABBCC).
+    #[arg(long)]
+    pub mqtt_id: Option<String>,
+    /// Shelly Gen2: its MQTT topic prefix (its device id by default on the plug).
+    #[arg(long)]
+    pub mqtt_prefix: Option<String>,
+    /// Tasmota: its MQTT topic (tasmota_AABBCC); MQTT action: the topic to publish.
+    #[arg(long)]
+    pub topic: Option<String>,
+    /// MikroTik: https://<router>[:port].
+    #[arg(long)]
+    pub url: Option<String>,
+    /// MikroTik: the RouterOS user.
+    #[arg(long)]
+    pub user: Option<String>,
+    /// MikroTik: the address list venued owns (default venue-blocked).
+    #[arg(long)]
+    pub list: Option<String>,
+    /// MikroTik: SHA-256 fingerprint of the router's certificate.
+    #[arg(long)]
+    pub tls_fingerprint: Option<String>,
+    /// MQTT action: the payload to publish.
+    #[arg(long)]
+    pub payload: Option<String>,
+    /// MQTT action: publish retained.
+    #[arg(long)]
+    pub retain: bool,
+    /// Read the device's password from the first line of standard input.
+    #[arg(long)]
+    pub password_stdin: bool,
+    #[command(flatten)]
+    pub m: Mutating,
+    #[command(flatten)]
+    pub o: Output,
+}
+
+/// `venued station enforce ID ...`: the devices and ladder of a console station.
+#[derive(Debug, Args)]
+pub struct EnforceArgs {
+    pub id: String,
+    /// The plug that powers the console.
+    #[arg(long)]
+    pub plug: Option<String>,
+    /// The MikroTik router that blocks the console's network (with --address).
+    #[arg(long, requires = "address")]
+    pub router: Option<String>,
+    /// The console's IP address on the venue network.
+    #[arg(long, requires = "router")]
+    pub address: Option<String>,
+    /// The MQTT action that puts the console into standby.
+    #[arg(long)]
+    pub standby: Option<String>,
+    /// Network block this many ms after the end of paid time.
+    #[arg(long)]
+    pub block_after_ms: Option<u64>,
+    /// The standby action this many ms after the end.
+    #[arg(long)]
+    pub standby_after_ms: Option<u64>,
+    /// How long a power reading below --standby-below-w may take to confirm standby.
+    #[arg(long)]
+    pub standby_confirm_ms: Option<u64>,
+    /// Below this draw (watts) the console counts as in standby.
+    #[arg(long)]
+    pub standby_below_w: Option<u32>,
+    /// Cut the relay this many ms after the end (only with --allow-cut).
+    #[arg(long)]
+    pub cut_after_ms: Option<u64>,
+    /// Allow cutting the plug's relay when standby is not confirmed.
+    #[arg(long)]
+    pub allow_cut: bool,
+    /// Show the station's enforcement instead of setting it.
+    #[arg(long, conflicts_with_all = ["plug", "router", "standby", "clear"])]
+    pub show: bool,
+    /// Stop enforcing the station with devices.
+    #[arg(long, conflicts_with_all = ["plug", "router", "standby"])]
+    pub clear: bool,
+    #[command(flatten)]
+    pub m: Mutating,
+    #[command(flatten)]
+    pub o: Output,
+}
+
+fn read_password() -> Result<String, ClientError> {
+    let mut line = String::new();
+    std::io::stdin()
+        .lock()
+        .read_line(&mut line)
+        .map_err(|e| ClientError::Transport(format!("cannot read the password from stdin: {e}")))?;
+    Ok(line.trim_end_matches(['\r', '\n']).to_owned())
+}
+
+pub async fn run(client: &Client, cmd: DeviceCmd) -> Result<ExitCode, ClientError> {
+    match cmd {
+        DeviceCmd::List { o } => {
+            let list: Vec<Device> = client
+                .call(Method::GET, "/api/v1/devices", None, None)
+                .await?;
+            if o.json {
+                print_json(&list);
+            } else if list.is_empty() {
+                println!("no devices yet: `venued device add --help`");
+            } else {
+                for d in &list {
+                    println!(
+                        "{:<24} {:<12} {}",
+                        d.name,
+                        d.kind.type_name(),
+                        describe(&d.kind)
+                    );
+                }
+            }
+        }
+        DeviceCmd::Add(add) => {
+            let AddDevice {
+                name,
+                kind,
+                host,
+                mqtt_id,
+                mqtt_prefix,
+                topic,
+                url,
+                user,
+                list,
+                tls_fingerprint,
+                payload,
+                retain,
+                password_stdin,
+                m,
+                o,
+            } = *add;
+            // Fields go to the API as given; it names what is missing or wrong.
+            let mut device = json!({ "type": kind });
+            let fields = [
+                ("host", host),
+                ("mqtt_id", mqtt_id),
+                ("mqtt_prefix", mqtt_prefix),
+                ("topic", topic),
+                ("url", url),
+                ("user", user),
+                ("list", list),
+                ("tls_fingerprint", tls_fingerprint),
+                ("payload", payload),
+            ];
+            for (key, value) in fields {
+                if let Some(v) = value {
+                    device[key] = json!(v);
+                }
+            }
+            if retain {
+                device["retain"] = json!(true);
+            }
+            let mut body = json!({ "name": name, "device": device });
+            if password_stdin {
+                body["password"] = json!(read_password()?);
+            }
+            let added: Device = client
+                .call(
+                    Method::POST,
+                    "/api/v1/devices",
+                    Some(&body),
+                    m.idempotency_key.as_deref(),
+                )
+                .await?;
+            if o.json {
+                print_json(&added);
+            } else {
+                println!(
+                    "device {} added ({}, {}{})",
+                    added.name,
+                    added.kind.type_name(),
+                    describe(&added.kind),
+                    if added.has_password {
+                        ", password stored"
+                    } else {
+                        ""
+                    }
+                );
+            }
+        }
+        DeviceCmd::Remove { name, m } => {
+            let _: Value = client
+                .call(
+                    Method::DELETE,
+                    &format!("/api/v1/devices/{}", encode(&name)),
+                    None,
+                    m.idempotency_key.as_deref(),
+                )
+                .await?;
+            println!("device {name} removed");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn describe(kind: &DeviceKind) -> String {
+    match kind {
+        DeviceKind::ShellyGen1 { host, mqtt_id } => match mqtt_id {
+            Some(id) => format!("{host}, MQTT shellies/{id}"),
+            None => format!("{host}, HTTP only"),
+        },
+        DeviceKind::ShellyGen2 { host, mqtt_prefix } => match mqtt_prefix {
+            Some(p) => format!("{host}, MQTT {p}"),
+            None => format!("{host}, HTTP only"),
+        },
+        DeviceKind::Tasmota { host, topic } => match topic {
+            Some(t) => format!("{host}, MQTT {t}"),
+            None => format!("{host}, HTTP only"),
+        },
+        DeviceKind::Mikrotik {
+            url, user, list, ..
+        } => format!("{url} as {user}, list {list}"),
+        DeviceKind::MqttAction { topic, .. } => format!("publishes on {topic}"),
+    }
+}
+
+pub async fn enforce(client: &Client, a: EnforceArgs) -> Result<ExitCode, ClientError> {
+    let path = format!("/api/v1/stations/{}/enforcement", encode(&a.id));
+    if a.show {
+        let e: Enforcement = client.call(Method::GET, &path, None, None).await?;
+        if a.o.json {
+            print_json(&e);
+        } else {
+            print_enforcement(&a.id, &e);
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    if a.clear {
+        let _: Value = client
+            .call(Method::DELETE, &path, None, a.m.idempotency_key.as_deref())
+            .await?;
+        println!("station {} is no longer enforced with devices", a.id);
+        return Ok(ExitCode::SUCCESS);
+    }
+    let mut ladder = json!({});
+    let steps = [
+        ("block_after_ms", a.block_after_ms),
+        ("standby_after_ms", a.standby_after_ms),
+        ("standby_confirm_ms", a.standby_confirm_ms),
+        ("cut_after_ms", a.cut_after_ms),
+    ];
+    for (key, value) in steps {
+        if let Some(ms) = value {
+            ladder[key] = json!(ms);
+        }
+    }
+    if let Some(w) = a.standby_below_w {
+        ladder["standby_below_w"] = json!(w);
+    }
+    ladder["allow_cut"] = json!(a.allow_cut);
+    let mut body = json!({ "ladder": ladder });
+    if let Some(plug) = a.plug {
+        body["plug"] = json!(plug);
+    }
+    if let (Some(router), Some(address)) = (a.router, a.address) {
+        body["network"] = json!({ "router": router, "address": address });
+    }
+    if let Some(standby) = a.standby {
+        body["standby"] = json!(standby);
+    }
+    let e: Enforcement = client
+        .call(
+            Method::PUT,
+            &path,
+            Some(&body),
+            a.m.idempotency_key.as_deref(),
+        )
+        .await?;
+    if a.o.json {
+        print_json(&e);
+    } else {
+        print_enforcement(&a.id, &e);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print_enforcement(station: &str, e: &Enforcement) {
+    let none = || "-".to_owned();
+    println!("station {station}");
+    println!(
+        "  plug:     {}",
+        e.plug.as_ref().map_or_else(none, ToString::to_string)
+    );
+    println!(
+        "  network:  {}",
+        e.network
+            .as_ref()
+            .map_or_else(none, |n| format!("{} on {}", n.address, n.router))
+    );
+    println!(
+        "  standby:  {}",
+        e.standby.as_ref().map_or_else(none, ToString::to_string)
+    );
+    let l = &e.ladder;
+    println!(
+        "  ladder:   block +{} ms, standby +{} ms (confirm within {} ms, below {} W), relay cut {}",
+        l.block_after_ms,
+        l.standby_after_ms,
+        l.standby_confirm_ms,
+        l.standby_below_w,
+        if l.allow_cut {
+            format!("+{} ms", l.cut_after_ms)
+        } else {
+            "never (not allowed)".to_owned()
+        }
+    );
+}

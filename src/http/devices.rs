@@ -1,0 +1,203 @@
+//! `/api/v1/devices` and `/api/v1/stations/{id}/enforcement`: the plugs, routers and MQTT
+//! actions venued drives, and how each console station is enforced with them.
+//!
+//! A device's password is accepted here and never returned: answers say only whether one
+//! is set.
+
+use super::AppState;
+use super::error::ApiError;
+use super::extract::{ApiJson, Caller, IdempotencyKey};
+use crate::domain::Command;
+use crate::domain::device::{Device, DeviceKind, DeviceName, Enforcement};
+use crate::engine::Request;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::routing::get;
+use axum::{Json, Router};
+use serde::Deserialize;
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/api/v1/devices", get(list).post(add))
+        .route("/api/v1/devices/{name}", get(one).delete(remove))
+        .route(
+            "/api/v1/stations/{id}/enforcement",
+            get(enforcement)
+                .put(set_enforcement)
+                .delete(clear_enforcement),
+        )
+}
+
+/// The longest device password accepted.
+const MAX_PASSWORD: usize = 128;
+
+/// Body of `POST /api/v1/devices`.
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub(super) struct NewDevice {
+    /// 1-40 of a-z 0-9 - _, e.g. `plug-07`.
+    name: DeviceName,
+    /// What the device is and where to reach it.
+    device: DeviceKind,
+    /// The password venued logs in to the device with (a plug's web password, the
+    /// router user's password). Stored on the box, never shown again.
+    #[serde(default)]
+    password: Option<String>,
+}
+
+fn path_name(raw: &str) -> Result<DeviceName, ApiError> {
+    DeviceName::parse(raw).map_err(|e| ApiError::invalid("invalid_device_name", e.to_string()))
+}
+
+async fn list(State(state): State<AppState>) -> Json<Vec<Device>> {
+    Json(
+        state
+            .engine
+            .snapshot()
+            .state
+            .devices
+            .values()
+            .cloned()
+            .collect(),
+    )
+}
+
+async fn one(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<Json<Device>, ApiError> {
+    let name = path_name(&name)?;
+    state
+        .engine
+        .snapshot()
+        .state
+        .devices
+        .get(&name)
+        .cloned()
+        .map(Json)
+        .ok_or_else(|| {
+            ApiError::not_found("device_not_found", format!("device {name} does not exist"))
+        })
+}
+
+async fn add(
+    State(state): State<AppState>,
+    caller: Caller,
+    key: IdempotencyKey,
+    ApiJson(body): ApiJson<NewDevice>,
+) -> Result<(StatusCode, Json<Device>), ApiError> {
+    if let Some(p) = &body.password
+        && (p.is_empty() || p.len() > MAX_PASSWORD || p.chars().any(char::is_control))
+    {
+        return Err(ApiError::invalid(
+            "invalid_field",
+            "invalid password: 1 to 128 characters, no control characters",
+        ));
+    }
+    let mut request = Request::new(
+        Command::AddDevice {
+            name: body.name.clone(),
+            kind: body.device,
+        },
+        caller.0,
+    )
+    .with_key(key.0);
+    request.secret = body.password;
+    state.engine.execute(request).await?;
+    let device = state
+        .engine
+        .snapshot()
+        .state
+        .devices
+        .get(&body.name)
+        .cloned()
+        .ok_or_else(|| ApiError::not_found("device_not_found", "device vanished"))?;
+    Ok((StatusCode::CREATED, Json(device)))
+}
+
+async fn remove(
+    State(state): State<AppState>,
+    caller: Caller,
+    key: IdempotencyKey,
+    Path(name): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    let name = path_name(&name)?;
+    state
+        .engine
+        .execute(Request::new(Command::RemoveDevice { name }, caller.0).with_key(key.0))
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn enforcement(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<Enforcement>, ApiError> {
+    let id = super::api::parse_station_id(&id)?;
+    let snapshot = state.engine.snapshot();
+    if !snapshot.state.stations.contains_key(&id) {
+        return Err(ApiError::not_found(
+            "station_not_found",
+            format!("station {id} does not exist"),
+        ));
+    }
+    snapshot
+        .state
+        .enforcement
+        .get(&id)
+        .cloned()
+        .map(Json)
+        .ok_or_else(|| {
+            ApiError::not_found(
+                "enforcement_not_set",
+                format!("station {id} has no enforcement devices"),
+            )
+        })
+}
+
+async fn set_enforcement(
+    State(state): State<AppState>,
+    caller: Caller,
+    key: IdempotencyKey,
+    Path(id): Path<String>,
+    ApiJson(body): ApiJson<Enforcement>,
+) -> Result<Json<Enforcement>, ApiError> {
+    let station = super::api::parse_station_id(&id)?;
+    state
+        .engine
+        .execute(
+            Request::new(
+                Command::SetEnforcement {
+                    station,
+                    enforcement: Some(body.clone()),
+                },
+                caller.0,
+            )
+            .with_key(key.0),
+        )
+        .await?;
+    Ok(Json(body))
+}
+
+async fn clear_enforcement(
+    State(state): State<AppState>,
+    caller: Caller,
+    key: IdempotencyKey,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    let station = super::api::parse_station_id(&id)?;
+    state
+        .engine
+        .execute(
+            Request::new(
+                Command::SetEnforcement {
+                    station,
+                    enforcement: None,
+                },
+                caller.0,
+            )
+            .with_key(key.0),
+        )
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
