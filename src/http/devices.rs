@@ -162,20 +162,7 @@ async fn set_enforcement(
     Path(id): Path<String>,
     ApiJson(body): ApiJson<Enforcement>,
 ) -> Result<Json<Enforcement>, ApiError> {
-    let station = super::api::parse_station_id(&id)?;
-    state
-        .engine
-        .execute(
-            Request::new(
-                Command::SetEnforcement {
-                    station,
-                    enforcement: Some(body.clone()),
-                },
-                caller.0,
-            )
-            .with_key(key.0),
-        )
-        .await?;
+    put_enforcement(&state, caller, key, &id, Some(body.clone())).await?;
     Ok(Json(body))
 }
 
@@ -185,19 +172,25 @@ async fn clear_enforcement(
     key: IdempotencyKey,
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    let station = super::api::parse_station_id(&id)?;
+    put_enforcement(&state, caller, key, &id, None).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn put_enforcement(
+    state: &AppState,
+    caller: Caller,
+    key: IdempotencyKey,
+    station: &str,
+    enforcement: Option<Enforcement>,
+) -> Result<(), ApiError> {
+    let station = super::api::parse_station_id(station)?;
+    let command = Command::SetEnforcement {
+        station,
+        enforcement,
+    };
     state
         .engine
-        .execute(
-            Request::new(
-                Command::SetEnforcement {
-                    station,
-                    enforcement: None,
-                },
-                caller.0,
-            )
-            .with_key(key.0),
-        )
+        .execute(Request::new(command, caller.0).with_key(key.0))
         .await?;
-    Ok(StatusCode::NO_CONTENT)
+    Ok(())
 }

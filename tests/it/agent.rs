@@ -37,6 +37,16 @@ pub(crate) fn agent_dir(d: &MqttDaemon, dir: &Path, user: &str, pass: &str) {
     std::fs::write(dir.join("ca.pem"), ca).unwrap();
 }
 
+/// A controller with station pc-01 and, in `<dir>/agent`, the files its agent needs.
+fn controller_and_agent() -> (tempfile::TempDir, MqttDaemon, std::path::PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let d = MqttDaemon::start_config(dir.path(), CONFIG);
+    let (user, pass) = d.add_pc("pc-01");
+    let adir = dir.path().join("agent");
+    agent_dir(&d, &adir, &user, &pass);
+    (dir, d, adir)
+}
+
 /// A running agent and its action lines, with when each arrived.
 pub(crate) struct Agent {
     pub(crate) child: Child,
@@ -141,11 +151,7 @@ fn start_session(d: &MqttDaemon, secs: u32) -> jiff::Timestamp {
 
 #[test]
 fn the_agent_unlocks_warns_and_locks_on_time_with_a_skewed_clock() {
-    let dir = tempfile::tempdir().unwrap();
-    let d = MqttDaemon::start_config(dir.path(), CONFIG);
-    let (user, pass) = d.add_pc("pc-01");
-    let adir = dir.path().join("agent");
-    agent_dir(&d, &adir, &user, &pass);
+    let (dir, d, adir) = controller_and_agent();
     // This PC's clock is 10 minutes fast: it must change nothing.
     let agent = Agent::start(&adir, &["--wall-offset-secs", "600"]);
     // Give it time to connect and take the retained (free) state.
@@ -164,11 +170,7 @@ fn the_agent_unlocks_warns_and_locks_on_time_with_a_skewed_clock() {
 
 #[test]
 fn the_agent_still_locks_when_the_controller_is_gone() {
-    let dir = tempfile::tempdir().unwrap();
-    let d = MqttDaemon::start_config(dir.path(), CONFIG);
-    let (user, pass) = d.add_pc("pc-01");
-    let adir = dir.path().join("agent");
-    agent_dir(&d, &adir, &user, &pass);
+    let (dir, d, adir) = controller_and_agent();
     let agent = Agent::start(&adir, &[]);
     std::thread::sleep(Duration::from_millis(800));
     let ends_at = start_session(&d, 5);
@@ -364,11 +366,7 @@ impl Proxy {
 #[test]
 fn a_cut_connection_resynchronises_to_the_new_deadline_without_flicker() {
     let rt = tokio::runtime::Runtime::new().unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let d = MqttDaemon::start_config(dir.path(), CONFIG);
-    let (user, pass) = d.add_pc("pc-01");
-    let adir = dir.path().join("agent");
-    agent_dir(&d, &adir, &user, &pass);
+    let (dir, d, adir) = controller_and_agent();
     let proxy = Proxy::start(&rt, d.tls);
     let agent = Agent::start(&adir, &["--mqtt-port", &proxy.port.to_string()]);
     std::thread::sleep(Duration::from_millis(800));
@@ -400,11 +398,7 @@ fn a_cut_connection_resynchronises_to_the_new_deadline_without_flicker() {
 #[test]
 fn the_loginctl_adapter_unlocks_and_locks_the_desktop_session() {
     use std::os::unix::fs::PermissionsExt;
-    let dir = tempfile::tempdir().unwrap();
-    let d = MqttDaemon::start_config(dir.path(), CONFIG);
-    let (user, pass) = d.add_pc("pc-01");
-    let adir = dir.path().join("agent");
-    agent_dir(&d, &adir, &user, &pass);
+    let (dir, d, adir) = controller_and_agent();
     let bin = dir.path().join("bin");
     std::fs::create_dir_all(&bin).unwrap();
     let calls = dir.path().join("calls");
@@ -577,12 +571,8 @@ impl FakeController {
 #[test]
 fn bad_states_and_commands_are_ignored_and_never_unlock() {
     let rt = tokio::runtime::Runtime::new().unwrap();
-    let dir = tempfile::tempdir().unwrap();
     // The real controller only makes the box identity and the agent's files here.
-    let d = MqttDaemon::start_config(dir.path(), CONFIG);
-    let (user, pass) = d.add_pc("pc-01");
-    let adir = dir.path().join("agent");
-    agent_dir(&d, &adir, &user, &pass);
+    let (dir, d, adir) = controller_and_agent();
     let fake = FakeController::start(&rt, &d.dir.join("tls"));
     let port = fake.port.to_string();
     let agent = Agent::start(&adir, &["--mqtt-port", &port]);
@@ -666,11 +656,7 @@ fn bad_states_and_commands_are_ignored_and_never_unlock() {
 #[test]
 fn a_configured_command_carries_out_the_actions() {
     use std::os::unix::fs::PermissionsExt;
-    let dir = tempfile::tempdir().unwrap();
-    let d = MqttDaemon::start_config(dir.path(), CONFIG);
-    let (user, pass) = d.add_pc("pc-01");
-    let adir = dir.path().join("agent");
-    agent_dir(&d, &adir, &user, &pass);
+    let (dir, d, adir) = controller_and_agent();
     let calls = dir.path().join("calls");
     let hook = dir.path().join("kiosk-hook");
     std::fs::write(
