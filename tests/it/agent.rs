@@ -151,7 +151,7 @@ fn start_session(d: &MqttDaemon, secs: u32) -> jiff::Timestamp {
 
 #[test]
 fn the_agent_unlocks_warns_and_locks_on_time_with_a_skewed_clock() {
-    let (dir, d, adir) = controller_and_agent();
+    let (_dir, d, adir) = controller_and_agent();
     // This PC's clock is 10 minutes fast: it must change nothing.
     let agent = Agent::start(&adir, &["--wall-offset-secs", "600"]);
     // Give it time to connect and take the retained (free) state.
@@ -170,7 +170,7 @@ fn the_agent_unlocks_warns_and_locks_on_time_with_a_skewed_clock() {
 
 #[test]
 fn the_agent_still_locks_when_the_controller_is_gone() {
-    let (dir, d, adir) = controller_and_agent();
+    let (_dir, d, adir) = controller_and_agent();
     let agent = Agent::start(&adir, &[]);
     std::thread::sleep(Duration::from_millis(800));
     let ends_at = start_session(&d, 5);
@@ -366,7 +366,7 @@ impl Proxy {
 #[test]
 fn a_cut_connection_resynchronises_to_the_new_deadline_without_flicker() {
     let rt = tokio::runtime::Runtime::new().unwrap();
-    let (dir, d, adir) = controller_and_agent();
+    let (_dir, d, adir) = controller_and_agent();
     let proxy = Proxy::start(&rt, d.tls);
     let agent = Agent::start(&adir, &["--mqtt-port", &proxy.port.to_string()]);
     std::thread::sleep(Duration::from_millis(800));
@@ -572,7 +572,7 @@ impl FakeController {
 fn bad_states_and_commands_are_ignored_and_never_unlock() {
     let rt = tokio::runtime::Runtime::new().unwrap();
     // The real controller only makes the box identity and the agent's files here.
-    let (dir, d, adir) = controller_and_agent();
+    let (_dir, d, adir) = controller_and_agent();
     let fake = FakeController::start(&rt, &d.dir.join("tls"));
     let port = fake.port.to_string();
     let agent = Agent::start(&adir, &["--mqtt-port", &port]);
