@@ -771,7 +771,12 @@ impl VenueState {
             }
         };
         if let Some(plug) = &e.plug {
-            fits(plug, "plug", "a Shelly or Tasmota plug", DeviceKind::is_plug)?;
+            fits(
+                plug,
+                "plug",
+                "a Shelly or Tasmota plug",
+                DeviceKind::is_plug,
+            )?;
         }
         if let Some(net) = &e.network {
             fits(&net.router, "network.router", "a MikroTik router", |k| {

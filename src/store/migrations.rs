@@ -11,8 +11,13 @@ pub const SCHEMA_VERSION: u32 = 5;
 type Migration = fn(&WriteTransaction) -> Result<(), StoreError>;
 
 /// `MIGRATIONS[i]` takes the store from version `i` to `i + 1`; version 0 is empty.
-const MIGRATIONS: [Migration; SCHEMA_VERSION as usize] =
-    [v1_initial, v2_tokens, v3_mqtt_accounts, v4_enrollments, v5_devices];
+const MIGRATIONS: [Migration; SCHEMA_VERSION as usize] = [
+    v1_initial,
+    v2_tokens,
+    v3_mqtt_accounts,
+    v4_enrollments,
+    v5_devices,
+];
 
 fn v1_initial(txn: &WriteTransaction) -> Result<(), StoreError> {
     // Opening a table in a write transaction creates it.

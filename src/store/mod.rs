@@ -296,7 +296,9 @@ impl Store {
             let (k, v) = entry?;
             let station = StationId::parse(k.value())
                 .map_err(|e| StoreError::Corrupt(format!("enforcement key: {e}")))?;
-            state.enforcement.insert(station, serde_json::from_slice(v.value())?);
+            state
+                .enforcement
+                .insert(station, serde_json::from_slice(v.value())?);
         }
         let checkpoint = match txn.open_table(META)?.get(META_CHECKPOINT)? {
             Some(v) => Some(parse_ts(v.value())?),
