@@ -6,6 +6,8 @@ pub mod config;
 #[cfg(any(feature = "controller", feature = "agent"))]
 pub mod discovery;
 pub mod domain;
+#[cfg(feature = "fakes")]
+pub mod fakes;
 
 #[cfg(feature = "controller")]
 pub mod auth;

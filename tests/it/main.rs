@@ -10,6 +10,8 @@ mod cli_flow;
 mod clock_trust;
 mod config_fixtures;
 mod crash;
+mod device_fakes_mikrotik_tasmota;
+mod device_fakes_shelly;
 mod devices;
 mod discovery;
 mod mqtt;
