@@ -16,6 +16,8 @@ pub mod broker;
 #[cfg(feature = "controller")]
 pub mod cli;
 #[cfg(feature = "controller")]
+pub mod devices;
+#[cfg(feature = "controller")]
 pub mod engine;
 #[cfg(feature = "controller")]
 pub mod http;
