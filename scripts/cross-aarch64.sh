@@ -2,7 +2,8 @@
 # venued for the 64-bit ARM box (aarch64-unknown-linux-gnu), built from this x86_64 host:
 #   - installs, only when missing, the rustup target, the Debian cross linker
 #     gcc-aarch64-linux-gnu (which also brings the arm64 C library) and qemu-user;
-#   - builds the whole program (controller and agent, debug) for aarch64;
+#   - builds the program as the box runs it (controller and agent, without the device
+#     fakes; debug) for aarch64;
 #   - checks the result is an AArch64 ELF and runs it under qemu-user (`--version`, and
 #     `config defaults` read back by `config check`), so a binary that links but cannot start
 #     on the box fails here.
@@ -37,7 +38,9 @@ fi
 
 export CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_LINKER=aarch64-linux-gnu-gcc
 export CC_aarch64_unknown_linux_gnu=aarch64-linux-gnu-gcc
-cargo build --locked --target "$target" --bin venued "${cargo_profile[@]}"
+# The appliance's feature set: controller and agent, without the device fakes.
+cargo build --locked --target "$target" --bin venued --no-default-features \
+    --features controller,agent "${cargo_profile[@]}"
 bin="target/$target/$profile/venued"
 
 machine=$(aarch64-linux-gnu-readelf -h "$bin" | sed -n 's/^ *Machine: *//p')
