@@ -3,6 +3,7 @@
 //! against the network fakes in `src/fakes`). They never block the engine: the
 //! reconciler calls them from its own tasks.
 
+pub mod failsafe;
 pub mod http;
 
 use std::time::Duration;
