@@ -3,6 +3,7 @@
 
 use super::client::{Client, ClientError};
 use super::commands::{Mutating, Output, encode, print_json};
+use crate::devices::mikrotik::{RuleState, SetupReport};
 use crate::domain::device::{Device, DeviceKind, Enforcement};
 use clap::{Args, Subcommand};
 use hyper::Method;
@@ -24,6 +25,17 @@ pub enum DeviceCmd {
         name: String,
         #[command(flatten)]
         m: Mutating,
+    },
+    /// Check a MikroTik router's console-blocking firewall rules; --apply creates the
+    /// missing ones (above FastTrack, in order). Safe to repeat.
+    MikrotikSetup {
+        /// The router's device name.
+        name: String,
+        /// Create the missing rules (without it, only report).
+        #[arg(long)]
+        apply: bool,
+        #[command(flatten)]
+        o: Output,
     },
 }
 
@@ -227,8 +239,105 @@ pub async fn run(client: &Client, cmd: DeviceCmd) -> Result<ExitCode, ClientErro
                 .await?;
             println!("device {name} removed");
         }
+        DeviceCmd::MikrotikSetup { name, apply, o } => {
+            let report: SetupReport = client
+                .call(
+                    Method::POST,
+                    &format!("/api/v1/devices/{}/mikrotik-setup", encode(&name)),
+                    Some(&json!({ "apply": apply })),
+                    None,
+                )
+                .await?;
+            if o.json {
+                print_json(&report);
+            } else {
+                print_setup(&name, &report);
+            }
+            // An apply that could not complete the setup fails, so scripts notice; a
+            // check only reports.
+            if apply && !report.complete {
+                return Ok(ExitCode::FAILURE);
+            }
+        }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+fn state_name(s: RuleState) -> &'static str {
+    match s {
+        RuleState::Present => "present",
+        RuleState::Missing => "missing",
+        RuleState::Misplaced => "misplaced",
+        RuleState::Different => "different",
+    }
+}
+
+/// One line per rule (what it was, what became of it), then what to do next.
+fn print_setup(name: &str, r: &SetupReport) {
+    println!(
+        "router {name}: forward-chain rules that block list {} (must sit above {}, in this order)",
+        r.list,
+        r.fasttrack.as_deref().map_or_else(
+            || "FastTrack; none found".to_owned(),
+            |id| format!("the fasttrack-connection rule {id}")
+        )
+    );
+    for (i, before) in r.before.iter().enumerate() {
+        let after = r.after.get(i).unwrap_or(before);
+        let state = if r.created.contains(&before.comment) {
+            format!(
+                "missing -> created{}",
+                after
+                    .id
+                    .as_deref()
+                    .map(|id| format!(" ({id})"))
+                    .unwrap_or_default()
+            )
+        } else if after.state != before.state {
+            format!(
+                "{} -> {}",
+                state_name(before.state),
+                state_name(after.state)
+            )
+        } else {
+            state_name(after.state).to_owned()
+        };
+        println!(
+            "  {}. {:<20} {:<28} {}",
+            i + 1,
+            before.comment,
+            state,
+            before.rule
+        );
+        if let Some(problem) = &after.problem {
+            println!("       {problem}");
+        }
+    }
+    let count = |s: RuleState| r.after.iter().filter(|c| c.state == s).count();
+    let (missing, wrong) = (
+        count(RuleState::Missing),
+        count(RuleState::Misplaced) + count(RuleState::Different),
+    );
+    if r.complete {
+        if r.created.is_empty() {
+            println!("all 4 rules are in place; nothing to do");
+        } else {
+            println!(
+                "created {} rule(s); all 4 are in place: a blocked console is cut on its next packet",
+                r.created.len()
+            );
+        }
+        return;
+    }
+    if missing > 0 && !r.applied {
+        println!("{missing} missing: run again with --apply to create them");
+    }
+    if wrong > 0 {
+        println!(
+            "{wrong} rule(s) misplaced or different: fix them on the router (venued never \
+             moves or changes existing rules), then check again"
+        );
+    }
 }
 
 fn describe(kind: &DeviceKind) -> String {

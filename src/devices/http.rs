@@ -69,6 +69,12 @@ impl Origin {
     }
 }
 
+/// Standard base64 with padding (RFC 4648 §4), as Basic auth headers carry it.
+pub fn base64(data: &[u8]) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.encode(data)
+}
+
 /// An answer: status, headers, body (at most [`MAX_ANSWER`] bytes).
 #[derive(Debug)]
 pub struct Answer {

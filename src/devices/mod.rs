@@ -5,6 +5,8 @@
 
 pub mod failsafe;
 pub mod http;
+pub mod mikrotik;
+pub mod plug;
 
 use std::time::Duration;
 

@@ -3,10 +3,16 @@
 //!
 //! A device's password is accepted here and never returned: answers say only whether one
 //! is set.
+//!
+//! `POST /api/v1/devices/{name}/mikrotik-setup` is the one call here that talks to a
+//! device: it checks (and installs) the router's console-blocking rules, so the operator
+//! learns at setup time, not at the first blocked console, whether blocking works.
 
 use super::AppState;
 use super::error::ApiError;
 use super::extract::{ApiJson, Caller, IdempotencyKey};
+use crate::devices::DeviceError;
+use crate::devices::mikrotik::{Mikrotik, SetupReport};
 use crate::domain::Command;
 use crate::domain::device::{Device, DeviceKind, DeviceName, Enforcement};
 use crate::engine::Request;
@@ -20,6 +26,10 @@ pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/api/v1/devices", get(list).post(add))
         .route("/api/v1/devices/{name}", get(one).delete(remove))
+        .route(
+            "/api/v1/devices/{name}/mikrotik-setup",
+            axum::routing::post(mikrotik_setup),
+        )
         .route(
             "/api/v1/stations/{id}/enforcement",
             get(enforcement)
@@ -127,6 +137,93 @@ async fn remove(
         .execute(Request::new(Command::RemoveDevice { name }, caller.0).with_key(key.0))
         .await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// Body of `POST /api/v1/devices/{name}/mikrotik-setup` (optional: a bare POST checks).
+#[derive(Debug, Default, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub(super) struct MikrotikSetup {
+    /// Create the missing rules (false: only report).
+    #[serde(default)]
+    apply: bool,
+}
+
+/// The whole setup (at most six REST calls of `mikrotik::DEFAULT_TIMEOUT` each, more
+/// after failures) stays under the API's own request timeout, so the caller gets this
+/// call's answer rather than a bare `timeout`.
+const SETUP_BUDGET: std::time::Duration = std::time::Duration::from_secs(25);
+
+/// A device's failure as an answer: 502, as venued itself is fine and the device is not.
+/// The message names the device's address and what it said.
+fn device_problem(e: DeviceError) -> ApiError {
+    let code = match e {
+        DeviceError::Unreachable(_) | DeviceError::Timeout(..) => "device_unreachable",
+        _ => "device_error",
+    };
+    ApiError::new(StatusCode::BAD_GATEWAY, code, e.to_string())
+}
+
+async fn mikrotik_setup(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(name): Path<String>,
+    body: Result<axum::body::Bytes, axum::extract::rejection::BytesRejection>,
+) -> Result<Json<SetupReport>, ApiError> {
+    let name = path_name(&name)?;
+    let body = body.map_err(|r| {
+        let code = if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            "body_too_large"
+        } else {
+            "invalid_body"
+        };
+        ApiError::new(r.status(), code, r.body_text())
+    })?;
+    let options = if body.iter().all(u8::is_ascii_whitespace) {
+        MikrotikSetup::default()
+    } else {
+        serde_json::from_slice::<MikrotikSetup>(&body).map_err(|e| match e.classify() {
+            serde_json::error::Category::Data => ApiError::invalid("invalid_body", e.to_string()),
+            _ => ApiError::new(StatusCode::BAD_REQUEST, "invalid_json", e.to_string()),
+        })?
+    };
+    // The snapshot holds no passwords: the store's device table does.
+    let record = state
+        .engine
+        .store()?
+        .device(name.as_str())?
+        .ok_or_else(|| {
+            ApiError::not_found("device_not_found", format!("device {name} does not exist"))
+        })?;
+    if !matches!(record.device.kind, DeviceKind::Mikrotik { .. }) {
+        return Err(ApiError::invalid(
+            "wrong_device_kind",
+            format!(
+                "device {name} is a {}, not a mikrotik router",
+                record.device.kind.type_name()
+            ),
+        ));
+    }
+    let router = Mikrotik::from_record(&record).map_err(device_problem)?;
+    let report = tokio::time::timeout(SETUP_BUDGET, router.setup(options.apply))
+        .await
+        .map_err(|_| {
+            ApiError::new(
+                StatusCode::BAD_GATEWAY,
+                "device_unreachable",
+                format!(
+                    "router {name} did not finish the setup within {} s; it is safe to run \
+                     it again",
+                    SETUP_BUDGET.as_secs()
+                ),
+            )
+        })?
+        .map_err(device_problem)?;
+    // The router is the record of what was created; the log says who asked.
+    if !report.created.is_empty() {
+        tracing::info!(device = %name, actor = ?caller.0, created = ?report.created,
+            "mikrotik setup created firewall rules");
+    }
+    Ok(Json(report))
 }
 
 async fn enforcement(

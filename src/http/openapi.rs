@@ -180,11 +180,12 @@ use super::api::{
     UserView, ZoneView,
 };
 use super::auth::{CreatedToken, Login, LoginAnswer, NewToken, Setup, TokenView};
-use super::devices::NewDevice;
+use super::devices::{MikrotikSetup, NewDevice};
 use super::enrollment::CreatedEnrollment;
 use super::mqtt_accounts::{CreatedAccount, NewAccount};
 use super::station_commands::{SendCommand, SentCommand};
 use super::stream::StreamQuery;
+use crate::devices::mikrotik::SetupReport;
 use crate::domain::device::{Device, DeviceName, Enforcement};
 use crate::domain::mqtt::MqttAccount;
 use crate::engine::Reply;
@@ -214,6 +215,12 @@ const DEVICE_NAME: &[Param] = &[Param {
     description: "The device's name.",
     schema: schema::<DeviceName>,
     example: "plug-07",
+}];
+const ROUTER_NAME: &[Param] = &[Param {
+    name: "name",
+    description: "The MikroTik router's device name.",
+    schema: schema::<DeviceName>,
+    example: "router",
 }];
 const TOKEN_ID: &[Param] = &[Param {
     name: "id",
@@ -902,6 +909,45 @@ pub const ROUTES: &[RouteDoc] = &[
         )
     },
     RouteDoc {
+        method: "POST",
+        description: "Checks the four forward-chain rules that make blocking a console work \
+                      (`venued:block-out`, `venued:block-in` on the device's `list`; \
+                      `venued:consoles-out`, `venued:consoles-in` on `venue-consoles`), found \
+                      by comment: each is `present`, `missing`, `misplaced` (below \
+                      `fasttrack-connection` or out of order) or `different`. With \
+                      `apply: true` the missing ones are inserted above the first rule that \
+                      is not dynamic and read back; misplaced and different ones are left \
+                      to the operator. The body is optional (a bare POST checks). Talks to \
+                      the router (each REST call times out after 5 s, the whole call after \
+                      25 s). Repeating it is safe without an `Idempotency-Key`: rules are \
+                      looked up before any is added, so a second apply creates nothing. \
+                      Nothing is written to the event log.",
+        path_params: ROUTER_NAME,
+        body: Some(Body {
+            schema: schema::<MikrotikSetup>,
+            required: false,
+            example: r#"{"apply": false}"#,
+        }),
+        errors: &[
+            "invalid_device_name",
+            "device_not_found",
+            "wrong_device_kind",
+            "device_unreachable",
+            "device_error",
+        ],
+        ..read(
+            "/api/v1/devices/{name}/mikrotik-setup",
+            "mikrotikSetup",
+            "devices",
+            "Check or install a MikroTik router's console-blocking rules",
+            &[ok(
+                200,
+                "Each rule before and after, and what was created.",
+                Content::Json(schema::<SetupReport>),
+            )],
+        )
+    },
+    RouteDoc {
         path_params: STATION_ID,
         errors: &[
             "invalid_station_id",
@@ -1133,6 +1179,15 @@ pub const CODES: &[(&str, u16)] = &[
     ("token_not_found", 404),
     ("mqtt_account_not_found", 404),
     ("enrollment_not_found", 404),
+    ("invalid_device_name", 422),
+    ("device_not_found", 404),
+    ("enforcement_not_set", 404),
+    ("device_exists", 409),
+    ("device_in_use", 409),
+    ("wrong_device_kind", 422),
+    // The device answered wrongly or not at all: venued is fine, its upstream is not.
+    ("device_unreachable", 502),
+    ("device_error", 502),
     ("station_exists", 409),
     ("station_busy", 409),
     ("session_ended", 409),

@@ -517,8 +517,9 @@ async fn every_mutating_operation_documents_the_idempotency_key_it_reads() {
     let ops = operations(&doc);
     // Changes without a key, and why: login and logout touch only in-memory login state
     // and are safe to repeat; setup and enroll work once (the code is spent) and are
-    // refused after.
-    let keyless = ["login", "logout", "setup", "enroll"];
+    // refused after; mikrotikSetup changes only the router, looking its rules up before
+    // it adds any, so a repeat adds nothing.
+    let keyless = ["login", "logout", "setup", "enroll", "mikrotikSetup"];
     let dir = tempfile::tempdir().unwrap();
     let engine = start_engine(dir.path(), &trusted_clock(), EngineConfig::default());
     add_user(&engine, "owner", Role::Owner).await;
@@ -592,6 +593,30 @@ async fn requests_built_from_the_documented_examples_are_accepted() {
         .layer(axum::Extension(std::sync::Arc::new(ca)));
     // pc-02, for the transfer example to move to.
     add_stations(&engine, &["pc-02"]).await;
+    // A router for the mikrotik-setup example (`router`): the RouterOS fake, pinned.
+    let fake = venued::fakes::mikrotik::Mikrotik::start(Default::default())
+        .await
+        .unwrap();
+    let fingerprint = {
+        use rustls_pki_types::pem::PemObject;
+        let der =
+            rustls_pki_types::CertificateDer::from_pem_slice(fake.cert_pem().as_bytes()).unwrap();
+        venued::devices::mikrotik::fingerprint(der.as_ref())
+    };
+    let mut router = venued::engine::Request::new(
+        Command::AddDevice {
+            name: venued::domain::device::DeviceName::parse("router").unwrap(),
+            kind: venued::domain::device::DeviceKind::Mikrotik {
+                url: format!("https://{}", fake.https_addr()),
+                user: "admin".into(),
+                list: "venue-blocked".into(),
+                tls_fingerprint: Some(fingerprint),
+            },
+        },
+        Actor::Local { uid: None },
+    );
+    router.secret = Some("venued-test".into());
+    engine.execute(router).await.unwrap();
 
     // A story in which every example makes sense, in order.
     let story = [
@@ -617,6 +642,7 @@ async fn requests_built_from_the_documented_examples_are_accepted() {
         "listDevices",
         "addDevice",
         "getDevice",
+        "mikrotikSetup",
         "setEnforcement",
         "getEnforcement",
         "clearEnforcement",
@@ -695,6 +721,7 @@ async fn requests_built_from_the_documented_examples_are_accepted() {
         }
     }
     engine.shutdown().await;
+    fake.stop().await;
 }
 
 /// The document's patterns accept its own examples, and durations as the API prints them.
