@@ -325,3 +325,92 @@ fn devices_and_enforcement_through_the_cli() {
     let listed = json(&venued(data, &["device", "list", "--json"]));
     assert_eq!(listed.as_array().unwrap().len(), 2, "{listed}");
 }
+
+/// `venued device test`: the daemon reaches a plug with the stored address and password
+/// (a Shelly Gen2 fake with digest auth) and reports what it said; the failures name the
+/// device's problem, not venued's.
+#[test]
+fn device_test_reaches_the_plug_with_its_stored_password() {
+    use venued::fakes::shelly::{Gen2Config, ShellyGen2};
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let fake = rt
+        .block_on(ShellyGen2::start(Gen2Config {
+            password: Some("plug pw".into()),
+            relay_on: true,
+            load_w: 42.5,
+            ..Gen2Config::default()
+        }))
+        .unwrap();
+    let host = fake.http_addr().to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let _d = Daemon::start(dir.path());
+    let data = dir.path();
+    json(&add_with_password(
+        data,
+        &["plug", "--type", "shelly_gen2", "--host", &host],
+        "plug pw",
+    ));
+    let t = json(&venued(data, &["device", "test", "plug", "--json"]));
+    assert_eq!(
+        (t["type"].as_str(), t["relay_on"].as_bool()),
+        (Some("shelly_gen2"), Some(true))
+    );
+    assert_eq!(t["power_w"], 42.5);
+    let line = stdout(&venued(data, &["device", "test", "plug"]));
+    assert!(line.contains("relay on, 42.5 W"), "{line}");
+
+    // A wrong stored password: the plug refuses, and venued says so.
+    json(&add_with_password(
+        data,
+        &["plug-b", "--type", "shelly_gen2", "--host", &host],
+        "wrong",
+    ));
+    let out = venued(data, &["device", "test", "plug-b"]);
+    refused(&out, "device_error");
+    assert!(stderr(&out).contains("credentials"), "{}", stderr(&out));
+    // Nothing listening there: unreachable.
+    json(&venued(
+        data,
+        &[
+            "device",
+            "add",
+            "gone",
+            "--type",
+            "tasmota",
+            "--host",
+            "127.0.0.1:1",
+            "--json",
+        ],
+    ));
+    refused(
+        &venued(data, &["device", "test", "gone"]),
+        "device_unreachable",
+    );
+    // An MQTT action is run, not tested; an unknown device is not found.
+    json(&venued(
+        data,
+        &[
+            "device",
+            "add",
+            "act",
+            "--type",
+            "mqtt_action",
+            "--topic",
+            "ps5/x",
+            "--payload",
+            "standby",
+            "--json",
+        ],
+    ));
+    refused(
+        &venued(data, &["device", "test", "act"]),
+        "device_not_testable",
+    );
+    refused(
+        &venued(data, &["device", "test", "nope"]),
+        "device_not_found",
+    );
+    // The test changed nothing on the plug.
+    assert!(fake.relay_on());
+    rt.block_on(fake.stop());
+}
