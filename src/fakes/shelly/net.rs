@@ -650,6 +650,10 @@ async fn mqtt_loop<M: Model>(
                 // sees the connection die and publishes our will.
                 abort.abort();
                 let _ = poller.await;
+                // A plug takes a while to boot and find Wi-Fi before it reconnects; an
+                // instant reconnect would also race the broker's view of the old
+                // connection (a takeover rather than a dropped connection).
+                tokio::time::sleep(cfg.reconnect_delay).await;
             }
             End::Stop => {
                 let _ = client.try_disconnect();
