@@ -26,13 +26,6 @@ pub enum DeviceCmd {
         #[command(flatten)]
         m: Mutating,
     },
-    /// Reach a device with its stored address and password and show what it says (a
-    /// plug's relay and draw, a router's clock); changes nothing.
-    Test {
-        name: String,
-        #[command(flatten)]
-        o: Output,
-    },
     /// Check a MikroTik router's console-blocking firewall rules; --apply creates the
     /// missing ones (above FastTrack, in order). Safe to repeat.
     MikrotikSetup {
@@ -245,21 +238,6 @@ pub async fn run(client: &Client, cmd: DeviceCmd) -> Result<ExitCode, ClientErro
                 )
                 .await?;
             println!("device {name} removed");
-        }
-        DeviceCmd::Test { name, o } => {
-            let t: crate::http::devices::DeviceTest = client
-                .call(
-                    Method::POST,
-                    &format!("/api/v1/devices/{}/test", encode(&name)),
-                    None,
-                    None,
-                )
-                .await?;
-            if o.json {
-                print_json(&t);
-            } else {
-                println!("device {} ({}): {}", t.name, t.kind, t.summary);
-            }
         }
         DeviceCmd::MikrotikSetup { name, apply, o } => {
             let report: SetupReport = client

@@ -20,16 +20,12 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::routing::get;
 use axum::{Json, Router};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 
 pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/api/v1/devices", get(list).post(add))
         .route("/api/v1/devices/{name}", get(one).delete(remove))
-        .route(
-            "/api/v1/devices/{name}/test",
-            axum::routing::post(test_device),
-        )
         .route(
             "/api/v1/devices/{name}/mikrotik-setup",
             axum::routing::post(mikrotik_setup),
@@ -228,96 +224,6 @@ async fn mikrotik_setup(
             "mikrotik setup created firewall rules");
     }
     Ok(Json(report))
-}
-
-/// What a device answered when venued reached it with its stored address and password.
-#[derive(Debug, Serialize, Deserialize, schemars::JsonSchema)]
-pub struct DeviceTest {
-    pub name: DeviceName,
-    /// The device's `type`.
-    #[serde(rename = "type")]
-    pub kind: String,
-    /// One line for people, e.g. `SNPL-00112EU, firmware 1.1.0: relay on, 2.7 W`.
-    pub summary: String,
-    /// Plugs: the relay now.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub relay_on: Option<bool>,
-    /// Plugs: watts drawn now, if the plug meters.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub power_w: Option<f64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub model: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub firmware: Option<String>,
-    /// Routers: the router's clock.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub router_time: Option<jiff::Timestamp>,
-}
-
-/// How long a device test may take in all (a plug's info and status, a router's clock).
-const TEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
-
-/// Reach a device with its stored configuration and password, read what it says, change
-/// nothing on it.
-async fn test_device(
-    State(state): State<AppState>,
-    Path(name): Path<String>,
-) -> Result<Json<DeviceTest>, ApiError> {
-    let name = path_name(&name)?;
-    let record = state
-        .engine
-        .store()?
-        .device(name.as_str())?
-        .ok_or_else(|| {
-            ApiError::not_found("device_not_found", format!("device {name} does not exist"))
-        })?;
-    let kind = &record.device.kind;
-    let mut answer = DeviceTest {
-        name: name.clone(),
-        kind: kind.type_name().to_owned(),
-        summary: String::new(),
-        relay_on: None,
-        power_w: None,
-        model: None,
-        firmware: None,
-        router_time: None,
-    };
-    if kind.is_plug() {
-        let plug = crate::devices::plug::Plug::new(kind, record.password.as_deref(), TEST_TIMEOUT)
-            .map_err(device_problem)?;
-        let info = plug.info().await.map_err(device_problem)?;
-        let status = plug.status().await.map_err(device_problem)?;
-        answer.summary = format!(
-            "{}, firmware {}: relay {}{}",
-            info.model.as_deref().unwrap_or("unknown model"),
-            info.firmware.as_deref().unwrap_or("unknown"),
-            if status.on { "on" } else { "off" },
-            status
-                .power_w
-                .map(|w| format!(", {w} W"))
-                .unwrap_or_default()
-        );
-        answer.relay_on = Some(status.on);
-        answer.power_w = status.power_w;
-        answer.model = info.model;
-        answer.firmware = info.firmware;
-    } else if matches!(kind, DeviceKind::Mikrotik { .. }) {
-        let router = Mikrotik::from_record(&record)
-            .map_err(device_problem)?
-            .with_timeout(TEST_TIMEOUT);
-        let at = router.clock().await.map_err(device_problem)?;
-        answer.summary = format!("router reached, its clock says {at}");
-        answer.router_time = Some(at);
-    } else {
-        return Err(ApiError::invalid(
-            "device_not_testable",
-            format!(
-                "device {name} is an MQTT action: it is tested by running it, and venued does \
-                 not publish it just to test"
-            ),
-        ));
-    }
-    Ok(Json(answer))
 }
 
 async fn enforcement(

@@ -180,7 +180,7 @@ use super::api::{
     UserView, ZoneView,
 };
 use super::auth::{CreatedToken, Login, LoginAnswer, NewToken, Setup, TokenView};
-use super::devices::{DeviceTest, MikrotikSetup, NewDevice};
+use super::devices::{MikrotikSetup, NewDevice};
 use super::enrollment::CreatedEnrollment;
 use super::mqtt_accounts::{CreatedAccount, NewAccount};
 use super::station_commands::{SendCommand, SentCommand};
@@ -948,32 +948,6 @@ pub const ROUTES: &[RouteDoc] = &[
         )
     },
     RouteDoc {
-        method: "POST",
-        description: "Reaches the device with its stored address and password and reads \
-                      what it says, changing nothing: a plug's model, firmware, relay and \
-                      draw; a router's clock. Each device call times out after 5 s. An MQTT \
-                      action is not testable (it would have to be run).",
-        path_params: ROUTER_NAME,
-        errors: &[
-            "invalid_device_name",
-            "device_not_found",
-            "device_not_testable",
-            "device_unreachable",
-            "device_error",
-        ],
-        ..read(
-            "/api/v1/devices/{name}/test",
-            "testDevice",
-            "devices",
-            "Reach a device and read its state",
-            &[ok(
-                200,
-                "What the device said.",
-                Content::Json(schema::<DeviceTest>),
-            )],
-        )
-    },
-    RouteDoc {
         path_params: STATION_ID,
         errors: &[
             "invalid_station_id",
@@ -1211,7 +1185,6 @@ pub const CODES: &[(&str, u16)] = &[
     ("device_exists", 409),
     ("device_in_use", 409),
     ("wrong_device_kind", 422),
-    ("device_not_testable", 422),
     // The device answered wrongly or not at all: venued is fine, its upstream is not.
     ("device_unreachable", 502),
     ("device_error", 502),
