@@ -4,7 +4,7 @@
 //! CONNECT against the store, applies each account's topic ACL and per-client limits, and
 //! feeds every client through an in-process link into rumqttd's router, which does the
 //! routing, QoS and retained messages. There is no internal port to bypass and no second
-//! network hop. See docs/protocol.md for what clients may do, shared/DESIGN.md §3 for why.
+//! network hop. See docs/protocol.md for what clients may do and why.
 
 pub mod auth;
 pub mod codec;
