@@ -5,7 +5,7 @@
 //! address is one small idempotent write that takes effect on the next packet, provided
 //! the rules that read the list sit above the `fasttrack-connection` rule (a FastTracked
 //! connection skips the firewall). [`Mikrotik::setup`] checks and installs those rules
-//! (device digest §4.6); [`Mikrotik::clear_connections`] cuts connections that were
+//! (docs/devices.md, "The router"); [`Mikrotik::clear_connections`] cuts connections that were
 //! FastTracked before the rules existed.
 //!
 //! RouterOS can answer a change with an error and still make it (a 400, a closed

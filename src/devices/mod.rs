@@ -1,5 +1,5 @@
 //! Drivers of the devices that enforce console stations: Shelly and Tasmota plugs, the
-//! MikroTik router. Each speaks its device's own API (docs: shared device digest; tested
+//! MikroTik router. Each speaks its device's own API (docs/devices.md; tested
 //! against the network fakes in `src/fakes`). They never block the engine: the
 //! reconciler calls them from its own tasks.
 
