@@ -177,21 +177,52 @@ pub fn tls_pinned(fingerprint_hex: &str) -> Result<Arc<rustls::ClientConfig>, De
             "a TLS fingerprint is 64 hex digits (SHA-256)".into(),
         ));
     }
+    pinned_config(Some(want), Arc::default())
+}
+
+/// TLS that accepts no certificate but writes the SHA-256 (lowercase hex) of the one
+/// presented into `seen`: to show an operator what to pin, without sending anything to
+/// an unverified peer.
+pub fn tls_recording(
+    seen: Arc<std::sync::Mutex<Option<String>>>,
+) -> Result<Arc<rustls::ClientConfig>, DeviceError> {
+    pinned_config(None, seen)
+}
+
+fn pinned_config(
+    want: Option<String>,
+    seen: Arc<std::sync::Mutex<Option<String>>>,
+) -> Result<Arc<rustls::ClientConfig>, DeviceError> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let config = rustls::ClientConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
         .map_err(|e| DeviceError::Config(e.to_string()))?
         .dangerous()
-        .with_custom_certificate_verifier(Arc::new(Pinned { want, provider }))
+        .with_custom_certificate_verifier(Arc::new(Pinned {
+            want,
+            seen,
+            provider,
+        }))
         .with_no_client_auth();
     Ok(Arc::new(config))
 }
 
+/// The SHA-256 of a certificate, lowercase hex.
+pub fn sha256_hex(der: &[u8]) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(der)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
 /// Accepts exactly the certificate with the pinned SHA-256 fingerprint, whatever its name
-/// and issuer, and checks the handshake signatures with it.
+/// and issuer, and checks the handshake signatures with it. Without a pin it accepts
+/// nothing. Either way it records the fingerprint it was shown.
 #[derive(Debug)]
 struct Pinned {
-    want: String,
+    want: Option<String>,
+    seen: Arc<std::sync::Mutex<Option<String>>>,
     provider: Arc<rustls::crypto::CryptoProvider>,
 }
 
@@ -204,12 +235,16 @@ impl ServerCertVerifier for Pinned {
         _ocsp: &[u8],
         _now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        use sha2::Digest;
-        let got: String = sha2::Sha256::digest(end_entity.as_ref())
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect();
-        if crate::auth::same(&got, &self.want) {
+        let got = sha256_hex(end_entity.as_ref());
+        *self
+            .seen
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(got.clone());
+        if self
+            .want
+            .as_deref()
+            .is_some_and(|want| crate::auth::same(&got, want))
+        {
             Ok(ServerCertVerified::assertion())
         } else {
             Err(rustls::Error::InvalidCertificate(

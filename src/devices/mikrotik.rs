@@ -29,9 +29,7 @@ use crate::domain::device::DeviceKind;
 use crate::store::DeviceRecord;
 use hyper::Method;
 use hyper::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, HeaderName};
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
-use rustls::{DigitallySignedStruct, SignatureScheme};
+use rustls::pki_types::ServerName;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 use std::collections::BTreeMap;
@@ -440,16 +438,7 @@ impl Mikrotik {
     pub async fn presented_fingerprint(&self) -> Result<String, DeviceError> {
         let who = self.who();
         let seen = Arc::new(Mutex::new(None));
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let config = rustls::ClientConfig::builder_with_provider(provider.clone())
-            .with_safe_default_protocol_versions()
-            .map_err(|e| DeviceError::Config(e.to_string()))?
-            .dangerous()
-            .with_custom_certificate_verifier(Arc::new(Recorder {
-                seen: seen.clone(),
-                provider,
-            }))
-            .with_no_client_auth();
+        let config = http::tls_recording(seen.clone())?;
         let name = ServerName::try_from(self.origin.host.clone())
             .map_err(|e| DeviceError::Config(format!("{who}: {e}")))?;
         let handshake = async {
@@ -457,7 +446,7 @@ impl Mikrotik {
                 .await
                 .map_err(|e| DeviceError::Unreachable(format!("{who}: {e}")))?;
             // Refused by the recorder, as intended: what matters is what it saw.
-            let outcome = tokio_rustls::TlsConnector::from(Arc::new(config))
+            let outcome = tokio_rustls::TlsConnector::from(config)
                 .connect(name, tcp)
                 .await;
             Ok::<_, DeviceError>(outcome.err())
@@ -465,7 +454,11 @@ impl Mikrotik {
         let refusal = tokio::time::timeout(self.timeout, handshake)
             .await
             .map_err(|_| DeviceError::Timeout(who.clone(), self.timeout))??;
-        let fingerprint = seen.lock().unwrap_or_else(PoisonError::into_inner).take();
+        let fingerprint = seen
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take()
+            .map(|hex| colon_hex(&hex));
         fingerprint.ok_or_else(|| {
             let why = refusal.map_or_else(|| "no certificate".to_owned(), |e| e.to_string());
             DeviceError::Unreachable(format!("{who}: TLS handshake failed: {why}"))
@@ -604,64 +597,6 @@ impl Mikrotik {
     }
 }
 
-/// Records the SHA-256 of the certificate presented, then refuses it.
-#[derive(Debug)]
-struct Recorder {
-    seen: Arc<Mutex<Option<String>>>,
-    provider: Arc<rustls::crypto::CryptoProvider>,
-}
-
-impl ServerCertVerifier for Recorder {
-    fn verify_server_cert(
-        &self,
-        end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        *self.seen.lock().unwrap_or_else(PoisonError::into_inner) =
-            Some(fingerprint(end_entity.as_ref()));
-        Err(rustls::Error::InvalidCertificate(
-            rustls::CertificateError::ApplicationVerificationFailure,
-        ))
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.provider
-            .signature_verification_algorithms
-            .supported_schemes()
-    }
-}
-
 // ---- pure parts ----------------------------------------------------------------------
 
 const FILTER: &str = "/rest/ip/firewall/filter";
@@ -685,12 +620,7 @@ fn connection_menu(address: IpAddr) -> &'static str {
 /// The SHA-256 of a DER certificate as `AB:CD:…` (how RouterOS and OpenSSL print it;
 /// `tls_fingerprint` accepts it as is).
 pub fn fingerprint(der: &[u8]) -> String {
-    use sha2::Digest;
-    let hex: String = sha2::Sha256::digest(der)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
-    colon_hex(&hex)
+    colon_hex(&http::sha256_hex(der))
 }
 
 /// Lowercase hex without colons.
