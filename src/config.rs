@@ -2,6 +2,7 @@
 //! refused. Errors name the file, the line, the key and the reason.
 
 use crate::clock::TrustMode;
+use crate::domain::enforcement::AutoResponse;
 use crate::domain::session::SessionPolicy;
 use crate::domain::time::{exact, serde_dur};
 use crate::domain::timekeeping::OutagePolicy;
@@ -24,6 +25,7 @@ pub struct Config {
     pub clock: ClockConfig,
     pub mqtt: MqttConfig,
     pub mdns: MdnsConfig,
+    pub consoles: ConsolesConfig,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -231,6 +233,92 @@ impl Default for MqttConfig {
     }
 }
 
+/// How the reconciler drives console stations' plugs, router and standby actions
+/// (src/enforce). Per-station ladder timings live with each station's enforcement.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields, default)]
+pub struct ConsolesConfig {
+    /// Longest one device call (an HTTP round trip, an MQTT reply) may take.
+    #[serde(with = "serde_dur::req")]
+    pub device_timeout: SignedDuration,
+    /// First wait before a failed device action is retried; doubles up to `retry-max`.
+    #[serde(with = "serde_dur::req")]
+    pub retry_min: SignedDuration,
+    #[serde(with = "serde_dur::req")]
+    pub retry_max: SignedDuration,
+    /// How often plugs without MQTT are asked for their status over HTTP, and how often
+    /// a blocked console's router entry is checked.
+    #[serde(with = "serde_dur::req")]
+    pub poll_interval: SignedDuration,
+    /// The plug's own flip-back timer while a session runs, re-armed well before it
+    /// runs out: a dead controller leaves a console powered at most this long.
+    #[serde(with = "serde_dur::req")]
+    pub failsafe: SignedDuration,
+    /// How often the in-memory power readings are written to the store.
+    #[serde(with = "serde_dur::req")]
+    pub power_sample_interval: SignedDuration,
+    pub responses: ResponsesConfig,
+    /// Programs a station's standby may run, by name (never creatable through the API).
+    pub commands: std::collections::BTreeMap<String, CommandConfig>,
+}
+
+impl Default for ConsolesConfig {
+    fn default() -> Self {
+        Self {
+            device_timeout: SignedDuration::from_secs(5),
+            retry_min: SignedDuration::from_secs(1),
+            retry_max: SignedDuration::from_secs(60),
+            poll_interval: SignedDuration::from_secs(10),
+            failsafe: SignedDuration::from_mins(5),
+            power_sample_interval: SignedDuration::from_mins(5),
+            responses: ResponsesConfig::default(),
+            commands: std::collections::BTreeMap::new(),
+        }
+    }
+}
+
+/// What the reconciler does about each alert besides recording it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields, default)]
+pub struct ResponsesConfig {
+    /// `alert` or `power-off`.
+    pub power_without_session: AutoResponse,
+    /// `alert` or `block`.
+    pub plug_offline: AutoResponse,
+    /// `alert` or `restore`.
+    pub relay_switched_by_hand: AutoResponse,
+    /// `alert` or `restore`.
+    pub router_entry_removed: AutoResponse,
+}
+
+impl Default for ResponsesConfig {
+    fn default() -> Self {
+        Self {
+            power_without_session: AutoResponse::Alert,
+            plug_offline: AutoResponse::Alert,
+            relay_switched_by_hand: AutoResponse::Restore,
+            router_entry_removed: AutoResponse::Restore,
+        }
+    }
+}
+
+/// A program run as a station's standby action.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct CommandConfig {
+    /// Absolute path of the program (no shell is involved).
+    pub program: PathBuf,
+    #[serde(default)]
+    pub args: Vec<String>,
+    /// Killed after this long; a timeout counts as a failure.
+    #[serde(with = "serde_dur::req", default = "default_command_timeout")]
+    pub timeout: SignedDuration,
+}
+
+fn default_command_timeout() -> SignedDuration {
+    SignedDuration::from_secs(10)
+}
+
 /// Advertising the controller on the LAN (mDNS / DNS-SD), so `venued agent enroll` finds
 /// it without an address (src/discovery.rs).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -343,6 +431,115 @@ impl Config {
         self.validate().map_err(|(key, reason)| err(key, reason))
     }
 
+    fn validate_consoles(&self) -> Result<(), (&'static str, String)> {
+        let c = &self.consoles;
+        let ms = SignedDuration::from_millis;
+        let bounds = [
+            (
+                "consoles.device-timeout",
+                c.device_timeout,
+                ms(50),
+                ms(60_000),
+            ),
+            ("consoles.retry-min", c.retry_min, ms(10), ms(60_000)),
+            (
+                "consoles.retry-max",
+                c.retry_max,
+                c.retry_min,
+                ms(3_600_000),
+            ),
+            (
+                "consoles.poll-interval",
+                c.poll_interval,
+                ms(50),
+                ms(3_600_000),
+            ),
+            // The plug's timer granularity is a second; under 10 s a late heartbeat would
+            // flicker a console off mid-session.
+            ("consoles.failsafe", c.failsafe, ms(10_000), ms(86_400_000)),
+            (
+                "consoles.power-sample-interval",
+                c.power_sample_interval,
+                ms(1_000),
+                ms(86_400_000),
+            ),
+        ];
+        for (key, v, lo, hi) in bounds {
+            if v < lo || v > hi {
+                return Err((
+                    key,
+                    format!(
+                        "must be between {} and {} (got {})",
+                        exact(lo),
+                        exact(hi),
+                        exact(v)
+                    ),
+                ));
+            }
+        }
+        use AutoResponse::{Alert, Block, PowerOff, Restore};
+        let r = &c.responses;
+        let allowed = [
+            (
+                "consoles.responses.power-without-session",
+                r.power_without_session,
+                [Alert, PowerOff],
+            ),
+            (
+                "consoles.responses.plug-offline",
+                r.plug_offline,
+                [Alert, Block],
+            ),
+            (
+                "consoles.responses.relay-switched-by-hand",
+                r.relay_switched_by_hand,
+                [Alert, Restore],
+            ),
+            (
+                "consoles.responses.router-entry-removed",
+                r.router_entry_removed,
+                [Alert, Restore],
+            ),
+        ];
+        for (key, v, ok) in allowed {
+            if !ok.contains(&v) {
+                let name = |a: AutoResponse| {
+                    serde_json::to_value(a)
+                        .ok()
+                        .and_then(|v| v.as_str().map(str::to_owned))
+                        .unwrap_or_default()
+                };
+                return Err((
+                    key,
+                    format!("must be \"{}\" or \"{}\"", name(ok[0]), name(ok[1])),
+                ));
+            }
+        }
+        for (name, cmd) in &c.commands {
+            if crate::domain::device::DeviceName::parse(name).is_err() {
+                return Err((
+                    "consoles.commands",
+                    format!(
+                        "{name:?}: a command name has 1-40 lowercase letters, digits, '-' and '_'"
+                    ),
+                ));
+            }
+            if !cmd.program.is_absolute() {
+                return Err((
+                    "consoles.commands",
+                    format!("{name}: program must be an absolute path (no shell, no PATH lookup)"),
+                ));
+            }
+            if cmd.timeout < ms(100) || cmd.timeout > ms(300_000) {
+                return Err((
+                    "consoles.commands",
+                    format!("{name}: timeout must be between 100ms and 5m"),
+                ));
+            }
+        }
+        Ok(())
+    }
+
     fn validate(&self) -> Result<(), (&'static str, String)> {
         let range = |key, v: SignedDuration, lo: SignedDuration, hi: SignedDuration| {
             if v < lo || v > hi {
@@ -449,6 +646,7 @@ impl Config {
             1,
             20,
         )?;
+        self.validate_consoles()?;
         if let Err(reason) = check_log_filter(&self.log.level) {
             return Err(("log.level", reason));
         }

@@ -18,6 +18,8 @@ pub mod cli;
 #[cfg(feature = "controller")]
 pub mod devices;
 #[cfg(feature = "controller")]
+pub mod enforce;
+#[cfg(feature = "controller")]
 pub mod engine;
 #[cfg(feature = "controller")]
 pub mod http;

@@ -2,6 +2,7 @@
 
 use super::client::{Client, ClientError};
 use crate::config::Config;
+use crate::domain::enforcement::ActionOutcome;
 use crate::domain::time::human;
 use crate::domain::{Phase, SessionId, StationKind};
 use crate::http::api_types::{
@@ -952,5 +953,29 @@ fn event_label(kind: &crate::domain::EventKind) -> String {
             Some(_) => format!("enforcement_set {station}"),
             None => format!("enforcement_cleared {station}"),
         },
+        EventKind::DeviceActed {
+            station,
+            device,
+            action,
+            outcome,
+        } => match outcome {
+            ActionOutcome::Done => format!("device_acted {action} on {device} for {station}"),
+            ActionOutcome::Confirmed { watts } => {
+                format!("device_acted {action} on {device} for {station}: confirmed at {watts} W")
+            }
+            ActionOutcome::Failed { error, .. } => {
+                format!("device_acted {action} on {device} for {station}: failed: {error}")
+            }
+        },
+        EventKind::EnforcementAlert {
+            station,
+            alert,
+            detail,
+            response,
+            ..
+        } => format!("alert {alert} at {station}: {detail} (response: {response:?})"),
+        EventKind::PowerSampled { samples } => {
+            format!("power_sampled {} stations", samples.len())
+        }
     }
 }

@@ -101,6 +101,9 @@ pub struct EnforceArgs {
     /// The MQTT action that puts the console into standby.
     #[arg(long)]
     pub standby: Option<String>,
+    /// A program from the config's [consoles.commands] run as the standby action.
+    #[arg(long)]
+    pub standby_command: Option<String>,
     /// Network block this many ms after the end of paid time.
     #[arg(long)]
     pub block_after_ms: Option<u64>,
@@ -405,6 +408,9 @@ pub async fn enforce(client: &Client, a: EnforceArgs) -> Result<ExitCode, Client
     if let Some(standby) = a.standby {
         body["standby"] = json!(standby);
     }
+    if let Some(command) = a.standby_command {
+        body["standby_command"] = json!(command);
+    }
     let e: Enforcement = client
         .call(
             Method::PUT,
@@ -438,6 +444,9 @@ fn print_enforcement(station: &str, e: &Enforcement) {
         "  standby:  {}",
         e.standby.as_ref().map_or_else(none, ToString::to_string)
     );
+    if let Some(command) = &e.standby_command {
+        println!("  standby command: {command} (from [consoles.commands])");
+    }
     let l = &e.ladder;
     println!(
         "  ladder:   block +{} ms, standby +{} ms (confirm within {} ms, below {} W), relay cut {}",

@@ -28,6 +28,7 @@ pub async fn run(config: Config) -> Result<(), String> {
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let broker_stop = stop_rx.clone();
+    let reconciler_stop = stop_rx.clone();
     let stopped = move || {
         let mut rx = stop_rx.clone();
         async move {
@@ -55,6 +56,13 @@ pub async fn run(config: Config) -> Result<(), String> {
     )
     .await
     .map_err(|e| e.to_string())?;
+    // Console stations: plugs, router entries and standby actions follow the engine.
+    let reconciler = crate::enforce::spawn(
+        engine.clone(),
+        crate::enforce::Settings::from(&config.consoles),
+        None,
+        reconciler_stop,
+    );
     let mqtt_urls: Vec<String> = broker
         .plain
         .iter()
@@ -203,6 +211,7 @@ pub async fn run(config: Config) -> Result<(), String> {
     }
     // The controller's retained status says offline before the engine stops.
     let _ = tokio::time::timeout(DRAIN_GRACE, broker.stopped()).await;
+    let _ = tokio::time::timeout(DRAIN_GRACE, reconciler).await;
     engine.shutdown().await;
     let _ = std::fs::remove_file(&socket);
     tracing::info!("venued stopped cleanly");

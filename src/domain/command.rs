@@ -129,6 +129,26 @@ pub enum Command {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         enforcement: Option<super::device::Enforcement>,
     },
+    /// The reconciler asked a station's device to do something, and how that went.
+    RecordDeviceAction {
+        station: StationId,
+        device: super::device::DeviceName,
+        action: super::enforcement::DeviceAction,
+        outcome: super::enforcement::ActionOutcome,
+    },
+    /// The reconciler caught a disagreement between a station and its devices.
+    RaiseAlert {
+        station: StationId,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        device: Option<super::device::DeviceName>,
+        alert: super::enforcement::AlertKind,
+        detail: String,
+        response: super::enforcement::AutoResponse,
+    },
+    /// Power readings held in memory, written down periodically.
+    RecordPowerSamples {
+        samples: Vec<super::enforcement::PowerSample>,
+    },
     /// A login attempt, successful or not, for the audit trail.
     RecordLogin {
         name: String,
@@ -166,6 +186,9 @@ impl Command {
             Self::AddDevice { .. } => "add_device",
             Self::RemoveDevice { .. } => "remove_device",
             Self::SetEnforcement { .. } => "set_enforcement",
+            Self::RecordDeviceAction { .. } => "record_device_action",
+            Self::RaiseAlert { .. } => "raise_alert",
+            Self::RecordPowerSamples { .. } => "record_power_samples",
         }
     }
 }

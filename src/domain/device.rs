@@ -264,6 +264,11 @@ pub struct Enforcement {
     /// The MQTT action that puts the console into standby (rest mode).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub standby: Option<DeviceName>,
+    /// A program from the config file's `[consoles.commands]`, by name, run as the
+    /// standby action (beside or instead of `standby`). Programs are never defined
+    /// through the API; an unknown name is reported when the ladder reaches it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub standby_command: Option<DeviceName>,
     #[serde(default)]
     pub ladder: Ladder,
 }

@@ -5,6 +5,7 @@ pub mod acl;
 pub mod actor;
 pub mod command;
 pub mod device;
+pub mod enforcement;
 pub mod error;
 pub mod ids;
 pub mod ladder;

@@ -6,6 +6,7 @@
 use super::account::{Permission, Role, valid_user_name};
 use super::command::Command;
 use super::device::{Device, DeviceKind, DeviceName, Enforcement};
+use super::enforcement::{ActionOutcome, AlertKind, AutoResponse, DeviceAction, PowerSample};
 use super::error::DomainError;
 use super::ids::{SessionId, StationId};
 use super::mqtt::{self, MqttAccount, MqttScope};
@@ -144,6 +145,29 @@ pub enum EventKind {
         station: StationId,
         id: String,
         attempts: u32,
+    },
+    /// The reconciler asked a station's device to do something.
+    DeviceActed {
+        station: StationId,
+        device: DeviceName,
+        action: DeviceAction,
+        #[serde(flatten)]
+        outcome: ActionOutcome,
+    },
+    /// A station and its devices disagree: tamper, bypass or a failing device.
+    EnforcementAlert {
+        station: StationId,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        device: Option<DeviceName>,
+        alert: AlertKind,
+        detail: String,
+        /// What venued does about it besides this record.
+        response: AutoResponse,
+    },
+    /// What the stations' plugs drew (readings live in memory; this is the periodic
+    /// sample written down).
+    PowerSampled {
+        samples: Vec<PowerSample>,
     },
     /// The untrusted wall clock disagreed with the venue clock and was not followed.
     ClockJumpIgnored {
@@ -449,6 +473,55 @@ impl VenueState {
                     enforcement: enforcement.clone(),
                 }])
             }
+            Command::RecordDeviceAction {
+                station,
+                device,
+                action,
+                outcome,
+            } => {
+                self.station(station)?;
+                let outcome = match outcome {
+                    ActionOutcome::Failed { error, retry_in_ms } => ActionOutcome::Failed {
+                        error: super::enforcement::detail(error),
+                        retry_in_ms: *retry_in_ms,
+                    },
+                    other => other.clone(),
+                };
+                Ok(vec![EventKind::DeviceActed {
+                    station: station.clone(),
+                    device: device.clone(),
+                    action: *action,
+                    outcome,
+                }])
+            }
+            Command::RaiseAlert {
+                station,
+                device,
+                alert,
+                detail,
+                response,
+            } => {
+                self.station(station)?;
+                Ok(vec![EventKind::EnforcementAlert {
+                    station: station.clone(),
+                    device: device.clone(),
+                    alert: *alert,
+                    detail: super::enforcement::detail(detail),
+                    response: *response,
+                }])
+            }
+            Command::RecordPowerSamples { samples } => {
+                // A station removed since the reading is simply left out.
+                let samples: Vec<PowerSample> = samples
+                    .iter()
+                    .filter(|s| self.stations.contains_key(&s.station))
+                    .cloned()
+                    .collect();
+                if samples.is_empty() {
+                    return Ok(Vec::new());
+                }
+                Ok(vec![EventKind::PowerSampled { samples }])
+            }
             Command::CreateEnrollment {
                 station,
                 id,
@@ -711,6 +784,9 @@ impl VenueState {
                 }
             },
             EventKind::StationCommandSent { .. }
+            | EventKind::DeviceActed { .. }
+            | EventKind::EnforcementAlert { .. }
+            | EventKind::PowerSampled { .. }
             | EventKind::StationCommandAcked { .. }
             | EventKind::StationCommandFailed { .. }
             | EventKind::LoggedIn { .. }

@@ -549,6 +549,9 @@ impl Writer {
                 enforcement,
             } => store::write::enforcement(txn, station, enforcement.as_ref())?,
             EventKind::StationCommandSent { .. }
+            | EventKind::DeviceActed { .. }
+            | EventKind::EnforcementAlert { .. }
+            | EventKind::PowerSampled { .. }
             | EventKind::StationCommandAcked { .. }
             | EventKind::StationCommandFailed { .. }
             | EventKind::LoggedIn { .. }

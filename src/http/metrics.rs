@@ -322,6 +322,26 @@ pub fn render(engine: &Engine, http: Option<&HttpMetrics>) -> String {
     for (reason, n) in super::metrics_hook::auth_failures() {
         out.sample("venued_auth_failures_total", &[("reason", reason)], n);
     }
+    out.family(
+        "venued_device_actions_total",
+        "counter",
+        "Actions the reconciler ran on console stations' devices, by action and outcome.",
+    );
+    for (action, outcome, n) in crate::enforce::metrics::actions() {
+        out.sample(
+            "venued_device_actions_total",
+            &[("action", action), ("outcome", outcome)],
+            n,
+        );
+    }
+    out.family(
+        "venued_enforcement_alerts_total",
+        "counter",
+        "Tamper, bypass and device alerts on console stations, by kind.",
+    );
+    for (kind, n) in crate::enforce::metrics::alerts() {
+        out.sample("venued_enforcement_alerts_total", &[("kind", kind)], n);
+    }
     if let Some(mqtt) = crate::broker::metrics::global() {
         mqtt.render(&mut out.0, crate::broker::metrics::rss_bytes());
     }

@@ -9,6 +9,7 @@ mod bad_input;
 mod cli_flow;
 mod clock_trust;
 mod config_fixtures;
+mod consoles;
 mod crash;
 mod device_fakes_mikrotik_tasmota;
 mod device_fakes_shelly;

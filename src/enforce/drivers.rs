@@ -1,0 +1,290 @@
+//! The devices of the enforced stations, built from the store (with their passwords),
+//! and the one place an [`Op`] becomes a device call.
+//!
+//! One driver object per device, kept across calls: a Gen2 plug's digest session and a
+//! plug's 429 back-off live in it. Rebuilt only when the device table changes.
+
+use super::track::{Op, Report};
+use crate::config::CommandConfig;
+use crate::devices::DeviceError;
+use crate::devices::mikrotik::Mikrotik;
+use crate::devices::plug::{Plug, PlugStatus};
+use crate::domain::StationId;
+use crate::domain::device::{Device, DeviceKind, DeviceName, Enforcement};
+use crate::store::Store;
+use std::collections::BTreeMap;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// A device ready to be called.
+#[derive(Clone)]
+pub enum Driver {
+    Plug(Arc<Plug>),
+    Router(Arc<Mikrotik>),
+    /// Publish this payload on this topic.
+    Action {
+        topic: String,
+        payload: String,
+        retain: bool,
+    },
+}
+
+/// Publishes an MQTT action (the embedded broker's device link).
+pub type Publish = Arc<
+    dyn Fn(String, Vec<u8>, bool) -> Pin<Box<dyn Future<Output = Result<(), String>> + Send>>
+        + Send
+        + Sync,
+>;
+
+#[derive(Clone)]
+pub struct Drivers {
+    devices: BTreeMap<DeviceName, Result<Driver, String>>,
+    commands: Arc<BTreeMap<String, CommandConfig>>,
+    publish: Option<Publish>,
+    failsafe: Duration,
+}
+
+impl Drivers {
+    /// Drivers for every device in `devices`, with passwords read from `store`. A device
+    /// that cannot be built (bad address, a password unreadable) keeps its error, which
+    /// every call then reports.
+    pub fn build(
+        devices: &BTreeMap<DeviceName, Device>,
+        store: Option<&Store>,
+        timeout: Duration,
+        failsafe: Duration,
+        commands: Arc<BTreeMap<String, CommandConfig>>,
+        publish: Option<Publish>,
+    ) -> Self {
+        let built = devices
+            .iter()
+            .map(|(name, device)| {
+                let password = store
+                    .and_then(|s| s.device(name.as_str()).ok().flatten())
+                    .and_then(|r| r.password);
+                (name.clone(), driver(device, password.as_deref(), timeout))
+            })
+            .collect();
+        Self {
+            devices: built,
+            commands,
+            publish,
+            failsafe,
+        }
+    }
+
+    fn get(&self, name: &DeviceName) -> Result<&Driver, String> {
+        match self.devices.get(name) {
+            Some(Ok(d)) => Ok(d),
+            Some(Err(e)) => Err(e.clone()),
+            None => Err(format!("device {name} is not configured")),
+        }
+    }
+
+    /// The plug of a station, if it has one that could be built.
+    pub fn plug(&self, e: &Enforcement) -> Option<Arc<Plug>> {
+        match self.get(e.plug.as_ref()?) {
+            Ok(Driver::Plug(p)) => Some(p.clone()),
+            _ => None,
+        }
+    }
+
+    pub fn router(&self, e: &Enforcement) -> Option<Arc<Mikrotik>> {
+        match self.get(&e.network.as_ref()?.router) {
+            Ok(Driver::Router(r)) => Some(r.clone()),
+            _ => None,
+        }
+    }
+
+    /// The device an op goes to (for the record).
+    pub fn target(op: Op, e: &Enforcement) -> Option<DeviceName> {
+        match op {
+            Op::Relay { .. } | Op::Heartbeat => e.plug.clone(),
+            Op::Network { .. } => e.network.as_ref().map(|n| n.router.clone()),
+            Op::Standby => e.standby.clone().or_else(|| e.standby_command.clone()),
+        }
+    }
+
+    /// Run one op for `station`. The answer carries what the device reported back.
+    pub async fn run(
+        &self,
+        op: Op,
+        station: &StationId,
+        e: &Enforcement,
+        session: Option<u64>,
+    ) -> Result<Option<Report>, String> {
+        match op {
+            Op::Relay { on } => {
+                let plug = self.plug_or_err(e)?;
+                // On: the plug's own timer switches it off if venued goes silent.
+                let flip_back = on.then_some(self.failsafe);
+                let status = plug
+                    .switch(on, flip_back)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                check_relay(&status, on)?;
+                Ok(Some(report(&status)))
+            }
+            Op::Heartbeat => {
+                let plug = self.plug_or_err(e)?;
+                let status = plug
+                    .switch(true, Some(self.failsafe))
+                    .await
+                    .map_err(|e| e.to_string())?;
+                check_relay(&status, true)?;
+                Ok(Some(report(&status)))
+            }
+            Op::Network { blocked } => {
+                let net = e
+                    .network
+                    .as_ref()
+                    .ok_or("the station has no network block")?;
+                let router = match self.get(&net.router)? {
+                    Driver::Router(r) => r.clone(),
+                    _ => return Err(format!("{} is not a router", net.router)),
+                };
+                if blocked {
+                    let comment = match session {
+                        Some(id) => format!("venued {station} session {id}"),
+                        None => format!("venued {station}"),
+                    };
+                    router
+                        .block(net.address, &comment)
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    // Established flows (a match in progress) would survive the new
+                    // entry; cut them. A failure here is logged, the block stands.
+                    if let Err(err) = router.clear_connections(net.address).await {
+                        tracing::warn!(%station, error = %err, "blocked, but clearing the console's connections failed");
+                    }
+                } else {
+                    router
+                        .unblock(net.address)
+                        .await
+                        .map_err(|e| e.to_string())?;
+                }
+                Ok(None)
+            }
+            Op::Standby => {
+                let mut done = false;
+                if let Some(name) = &e.standby {
+                    match self.get(name)? {
+                        Driver::Action {
+                            topic,
+                            payload,
+                            retain,
+                        } => {
+                            let publish = self
+                                .publish
+                                .as_ref()
+                                .ok_or("MQTT actions need the embedded broker")?;
+                            publish(topic.clone(), payload.clone().into_bytes(), *retain).await?;
+                            done = true;
+                        }
+                        _ => return Err(format!("{name} is not an MQTT action")),
+                    }
+                }
+                if let Some(name) = &e.standby_command {
+                    let cmd = self.commands.get(name.as_str()).ok_or_else(|| {
+                        format!("no program {name:?} in the config's [consoles.commands]")
+                    })?;
+                    run_command(name.as_str(), cmd, station).await?;
+                    done = true;
+                }
+                if done {
+                    Ok(None)
+                } else {
+                    Err("the station has no standby action".into())
+                }
+            }
+        }
+    }
+
+    fn plug_or_err(&self, e: &Enforcement) -> Result<Arc<Plug>, String> {
+        let name = e.plug.as_ref().ok_or("the station has no plug")?;
+        match self.get(name)? {
+            Driver::Plug(p) => Ok(p.clone()),
+            _ => Err(format!("{name} is not a plug")),
+        }
+    }
+}
+
+fn driver(device: &Device, password: Option<&str>, timeout: Duration) -> Result<Driver, String> {
+    let err = |e: DeviceError| format!("{}: {e}", device.name);
+    match &device.kind {
+        k if k.is_plug() => Ok(Driver::Plug(Arc::new(
+            Plug::new(k, password, timeout).map_err(err)?,
+        ))),
+        k @ DeviceKind::Mikrotik { .. } => Ok(Driver::Router(Arc::new(
+            Mikrotik::new(k, password)
+                .map_err(err)?
+                .with_timeout(timeout),
+        ))),
+        DeviceKind::MqttAction {
+            topic,
+            payload,
+            retain,
+        } => Ok(Driver::Action {
+            topic: topic.clone(),
+            payload: payload.clone(),
+            retain: *retain,
+        }),
+        other => Err(format!(
+            "{}: a {} device cannot enforce",
+            device.name,
+            other.type_name()
+        )),
+    }
+}
+
+/// The plug's answer as a report.
+pub fn report(s: &PlugStatus) -> Report {
+    Report {
+        online: Some(true),
+        relay: Some(s.on),
+        watts: s.power_w,
+        source: s.source.clone(),
+    }
+}
+
+fn check_relay(s: &PlugStatus, on: bool) -> Result<(), String> {
+    if s.on == on {
+        Ok(())
+    } else {
+        let want = if on { "on" } else { "off" };
+        Err(format!(
+            "the plug acknowledged but reports the relay not {want}"
+        ))
+    }
+}
+
+/// Run a configured program with the station in its environment, killed at its timeout.
+async fn run_command(name: &str, cmd: &CommandConfig, station: &StationId) -> Result<(), String> {
+    let timeout = cmd.timeout.unsigned_abs();
+    let mut child = tokio::process::Command::new(&cmd.program)
+        .args(&cmd.args)
+        .env("VENUED_STATION", station.as_str())
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|e| format!("{name}: cannot start {}: {e}", cmd.program.display()))?;
+    let stderr = child.stderr.take();
+    match tokio::time::timeout(timeout, child.wait()).await {
+        Ok(Ok(status)) if status.success() => Ok(()),
+        Ok(Ok(status)) => {
+            let mut text = String::new();
+            if let Some(mut err) = stderr {
+                use tokio::io::AsyncReadExt;
+                let mut buf = Vec::new();
+                let _ = (&mut err).take(300).read_to_end(&mut buf).await;
+                text = String::from_utf8_lossy(&buf).trim().to_owned();
+            }
+            Err(format!("{name} exited with {status}: {text}"))
+        }
+        Ok(Err(e)) => Err(format!("{name}: {e}")),
+        Err(_) => Err(format!("{name} did not finish within {timeout:?} (killed)")),
+    }
+}

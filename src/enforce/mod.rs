@@ -1,0 +1,465 @@
+//! The reconciler of console stations: what each station's devices should do (from the
+//! engine's state and the enforcement ladder) against what they report, converged with
+//! retries and back-off.
+//!
+//! It runs as one task beside the engine and never blocks it: device calls run in their
+//! own tasks and report back over a channel; what they did, and every disagreement
+//! caught, is recorded as an event through the engine like any other change. At start
+//! nothing is assumed about a device (retained MQTT messages are gone after a restart):
+//! every relay and router entry is unknown, so the first pass asks or sets each one.
+//!
+//! Power readings live here, in memory; a sample of them is written to the store every
+//! `consoles.power-sample-interval`.
+
+pub mod drivers;
+pub mod metrics;
+pub mod track;
+
+use crate::config::{ConsolesConfig, ResponsesConfig};
+use crate::domain::device::{Device, DeviceName};
+use crate::domain::enforcement::{ActionOutcome, PowerSample, whole_watts};
+use crate::domain::{Actor, Command, StationId};
+use crate::engine::{Engine, Request};
+use drivers::{Drivers, Publish};
+use jiff::Timestamp;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{mpsc, watch};
+use tokio::time::Instant;
+use track::{Alert, Op, Report, Timing, Track};
+
+/// What the reconciler needs from the config.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    pub timing: Timing,
+    pub device_timeout: Duration,
+    pub poll_interval: Duration,
+    pub power_sample_interval: Duration,
+    pub responses: ResponsesConfig,
+    pub commands: Arc<BTreeMap<String, crate::config::CommandConfig>>,
+}
+
+impl From<&ConsolesConfig> for Settings {
+    fn from(c: &ConsolesConfig) -> Self {
+        Self {
+            timing: Timing {
+                retry_min: c.retry_min.unsigned_abs(),
+                retry_max: c.retry_max.unsigned_abs(),
+                failsafe: c.failsafe.unsigned_abs(),
+            },
+            device_timeout: c.device_timeout.unsigned_abs(),
+            poll_interval: c.poll_interval.unsigned_abs(),
+            power_sample_interval: c.power_sample_interval.unsigned_abs(),
+            responses: c.responses.clone(),
+            commands: Arc::new(c.commands.clone()),
+        }
+    }
+}
+
+/// A device call that finished.
+enum Done {
+    Op {
+        station: StationId,
+        op: Op,
+        result: Result<Option<Report>, String>,
+    },
+    Poll {
+        station: StationId,
+        epoch: u64,
+        result: Result<Report, String>,
+    },
+    Entry {
+        station: StationId,
+        present: Result<bool, String>,
+    },
+}
+
+/// Start the reconciler; it stops when `stop` turns true.
+pub fn spawn(
+    engine: Engine,
+    settings: Settings,
+    publish: Option<Publish>,
+    stop: watch::Receiver<bool>,
+) -> tokio::task::JoinHandle<()> {
+    let (tx, rx) = mpsc::channel(1024);
+    let (records, records_rx) = mpsc::channel(4096);
+    tokio::spawn(recorder(engine.clone(), records_rx));
+    let r = Reconciler {
+        records,
+        drivers: Drivers::build(
+            &BTreeMap::new(),
+            None,
+            settings.device_timeout,
+            settings.timing.failsafe,
+            settings.commands.clone(),
+            publish.clone(),
+        ),
+        devices: BTreeMap::new(),
+        engine,
+        settings,
+        publish,
+        tracks: BTreeMap::new(),
+        polling: BTreeMap::new(),
+        tx,
+    };
+    tokio::spawn(r.run(rx, stop))
+}
+
+struct Reconciler {
+    engine: Engine,
+    settings: Settings,
+    publish: Option<Publish>,
+    devices: BTreeMap<DeviceName, Device>,
+    drivers: Drivers,
+    tracks: BTreeMap<StationId, Track>,
+    /// Stations with a status poll or entry check in flight (never two at once).
+    polling: BTreeMap<StationId, u8>,
+    tx: mpsc::Sender<Done>,
+    records: mpsc::Sender<Command>,
+}
+
+/// Writes the reconciler's records through the engine one at a time, so the log keeps
+/// their order; a busy engine is retried briefly.
+async fn recorder(engine: Engine, mut rx: mpsc::Receiver<Command>) {
+    while let Some(command) = rx.recv().await {
+        let name = command.name();
+        let mut wait = Duration::from_millis(20);
+        for attempt in 1..=5 {
+            match engine
+                .execute(Request::new(command.clone(), Actor::System))
+                .await
+            {
+                Ok(_) => break,
+                Err(crate::engine::EngineError::Busy) if attempt < 5 => {
+                    tokio::time::sleep(wait).await;
+                    wait *= 2;
+                }
+                Err(e) => {
+                    tracing::warn!(command = name, error = %e, "could not record an enforcement event");
+                    break;
+                }
+            }
+        }
+    }
+}
+
+impl Reconciler {
+    async fn run(mut self, mut rx: mpsc::Receiver<Done>, mut stop: watch::Receiver<bool>) {
+        let mut snapshots = self.engine.watch();
+        let start = Instant::now();
+        let mut next_poll = start;
+        let mut next_sample = start + self.settings.power_sample_interval;
+        loop {
+            self.follow_engine();
+            let now = self.engine.now();
+            let mono = Instant::now();
+            if mono >= next_poll {
+                self.poll_all();
+                next_poll = mono + self.settings.poll_interval;
+            }
+            if mono >= next_sample {
+                self.sample_power();
+                next_sample = mono + self.settings.power_sample_interval;
+            }
+            self.act(now, mono);
+            let wake = self
+                .next_wake(now, mono)
+                .into_iter()
+                .chain([next_poll, next_sample])
+                .min();
+            tokio::select! {
+                changed = snapshots.changed() => if changed.is_err() { break },
+                Some(done) = rx.recv() => self.on_done(done),
+                () = crate::runtime::sleep_until(wake) => {}
+                _ = stop.changed() => break,
+            }
+        }
+    }
+
+    /// Take the engine's current state: devices, enforced stations, their sessions.
+    fn follow_engine(&mut self) {
+        let snap = self.engine.snapshot();
+        let state = &snap.state;
+        if state.devices != self.devices {
+            self.devices = state.devices.clone();
+            let store = self.engine.store().ok();
+            self.drivers = Drivers::build(
+                &self.devices,
+                store.as_ref(),
+                self.settings.device_timeout,
+                self.settings.timing.failsafe,
+                self.settings.commands.clone(),
+                self.publish.clone(),
+            );
+        }
+        let now = self.engine.now();
+        self.tracks
+            .retain(|station, _| state.enforcement.contains_key(station));
+        for (station, enforcement) in &state.enforcement {
+            let track = self
+                .tracks
+                .entry(station.clone())
+                .or_insert_with(|| Track::new(enforcement.clone()));
+            if &track.enforcement != enforcement {
+                // Different devices: nothing known of them yet.
+                if track.enforcement.plug != enforcement.plug {
+                    track.relay = None;
+                }
+                if track.enforcement.network != enforcement.network {
+                    track.blocked = None;
+                }
+                track.enforcement = enforcement.clone();
+            }
+            track.follow(state.session_on(station), now);
+        }
+    }
+
+    /// Start every due action.
+    fn act(&mut self, now: Timestamp, mono: Instant) {
+        let snap = self.engine.snapshot();
+        let mut alerts = Vec::new();
+        for (station, track) in &mut self.tracks {
+            if let Some(alert) = track.standby_overdue(now) {
+                alerts.push((station.clone(), None, alert));
+            }
+            for op in track.due(now, mono, &self.settings.timing) {
+                let drivers = self.drivers.clone();
+                let enforcement = track.enforcement.clone();
+                let station = station.clone();
+                let session = snap.state.session_on(&station).map(|s| s.id.0);
+                let tx = self.tx.clone();
+                tracing::debug!(%station, action = %op.action(), "enforcing");
+                tokio::spawn(async move {
+                    let result = drivers.run(op, &station, &enforcement, session).await;
+                    let _ = tx
+                        .send(Done::Op {
+                            station,
+                            op,
+                            result,
+                        })
+                        .await;
+                });
+            }
+        }
+        for (station, device, alert) in alerts {
+            self.alert(&station, device, alert);
+        }
+    }
+
+    /// Ask every plug for its status and check every router entry that should be
+    /// there (the fallback for plugs that push nothing, and tamper detection).
+    fn poll_all(&mut self) {
+        for (station, track) in &self.tracks {
+            if self.polling.contains_key(station) {
+                continue;
+            }
+            let plug = self.drivers.plug(&track.enforcement);
+            let entry = (track.blocked == Some(true))
+                .then(|| {
+                    let net = track.enforcement.network.as_ref()?;
+                    Some((self.drivers.router(&track.enforcement)?, net.address))
+                })
+                .flatten();
+            let mut pending = 0;
+            if let Some(plug) = plug {
+                pending += 1;
+                let epoch = track.relay_epoch();
+                let (tx, station) = (self.tx.clone(), station.clone());
+                tokio::spawn(async move {
+                    let result = plug
+                        .status()
+                        .await
+                        .map(|s| drivers::report(&s))
+                        .map_err(|e| e.to_string());
+                    let _ = tx
+                        .send(Done::Poll {
+                            station,
+                            epoch,
+                            result,
+                        })
+                        .await;
+                });
+            }
+            if let Some((router, address)) = entry {
+                pending += 1;
+                let (tx, station) = (self.tx.clone(), station.clone());
+                tokio::spawn(async move {
+                    let present = router.is_blocked(address).await.map_err(|e| e.to_string());
+                    let _ = tx.send(Done::Entry { station, present }).await;
+                });
+            }
+            if pending > 0 {
+                self.polling.insert(station.clone(), pending);
+            }
+        }
+    }
+
+    fn poll_done(&mut self, station: &StationId) {
+        if let Some(n) = self.polling.get_mut(station) {
+            *n -= 1;
+            if *n == 0 {
+                self.polling.remove(station);
+            }
+        }
+    }
+
+    fn on_done(&mut self, done: Done) {
+        let now = self.engine.now();
+        let mono = Instant::now();
+        let responses = self.settings.responses.clone();
+        match done {
+            Done::Op {
+                station,
+                op,
+                result,
+            } => {
+                let Some(track) = self.tracks.get_mut(&station) else {
+                    return;
+                };
+                let device = Drivers::target(op, &track.enforcement);
+                let failed = result.as_ref().err().cloned();
+                let (wait, alert) = track.finished(op, result, now, mono, &self.settings.timing);
+                metrics::action(op.action(), failed.is_none());
+                let record = match (failed, wait) {
+                    (Some(error), wait) => {
+                        tracing::warn!(%station, action = %op.action(), %error, "device action failed; retrying");
+                        Some(ActionOutcome::Failed {
+                            error,
+                            retry_in_ms: wait
+                                .map_or(0, |w| u64::try_from(w.as_millis()).unwrap_or(u64::MAX)),
+                        })
+                    }
+                    // Heartbeats are routine: only their failures are worth a record.
+                    (None, _) if op == Op::Heartbeat => None,
+                    (None, _) => Some(ActionOutcome::Done),
+                };
+                if let (Some(outcome), Some(device)) = (record, device.clone()) {
+                    self.record(Command::RecordDeviceAction {
+                        station: station.clone(),
+                        device,
+                        action: op.action(),
+                        outcome,
+                    });
+                }
+                if let Some(alert) = alert {
+                    self.alert(&station, device, alert);
+                }
+            }
+            Done::Poll {
+                station,
+                epoch,
+                result,
+            } => {
+                self.poll_done(&station);
+                let Some(track) = self.tracks.get_mut(&station) else {
+                    return;
+                };
+                let confirmed_before = track.progress.standby_confirmed;
+                let alerts = match result {
+                    Ok(report) => track.polled(report, epoch, now, &responses),
+                    Err(error) => {
+                        tracing::debug!(%station, %error, "plug status poll failed");
+                        track.unreachable(&responses, now)
+                    }
+                };
+                let device = track.enforcement.plug.clone();
+                let confirmed = (!confirmed_before && track.progress.standby_confirmed)
+                    .then(|| track.reading.map(|r| whole_watts(r.watts)))
+                    .flatten();
+                let standby = track
+                    .enforcement
+                    .standby
+                    .clone()
+                    .or_else(|| track.enforcement.standby_command.clone());
+                if let (Some(watts), Some(standby)) = (confirmed, standby) {
+                    self.record(Command::RecordDeviceAction {
+                        station: station.clone(),
+                        device: standby,
+                        action: crate::domain::enforcement::DeviceAction::Standby,
+                        outcome: ActionOutcome::Confirmed { watts },
+                    });
+                }
+                for alert in alerts {
+                    self.alert(&station, device.clone(), alert);
+                }
+            }
+            Done::Entry { station, present } => {
+                self.poll_done(&station);
+                let Some(track) = self.tracks.get_mut(&station) else {
+                    return;
+                };
+                let router = track.enforcement.network.as_ref().map(|n| n.router.clone());
+                match present {
+                    Ok(false) => {
+                        if let Some(alert) = track.entry_missing(&responses) {
+                            self.alert(&station, router, alert);
+                        }
+                    }
+                    Ok(true) => {}
+                    Err(error) => {
+                        tracing::debug!(%station, %error, "router entry check failed")
+                    }
+                }
+            }
+        }
+    }
+
+    /// The earliest time a station's ladder, a retry or a standby window needs a look.
+    fn next_wake(&self, now: Timestamp, mono: Instant) -> Option<Instant> {
+        let to_instant = |t: Timestamp| {
+            let ahead = Duration::try_from(t.duration_since(now)).unwrap_or(Duration::ZERO);
+            mono + ahead
+        };
+        self.tracks
+            .values()
+            .flat_map(|t| {
+                [
+                    t.next_step(now).map(to_instant),
+                    t.standby_window_end().map(to_instant),
+                    t.next_retry(&self.settings.timing),
+                ]
+            })
+            .flatten()
+            .min()
+    }
+
+    fn sample_power(&self) {
+        let samples: Vec<PowerSample> = self
+            .tracks
+            .iter()
+            .filter_map(|(station, t)| {
+                t.reading.map(|r| PowerSample {
+                    station: station.clone(),
+                    watts: whole_watts(r.watts),
+                })
+            })
+            .collect();
+        if !samples.is_empty() {
+            self.record(Command::RecordPowerSamples { samples });
+        }
+    }
+
+    fn alert(&self, station: &StationId, device: Option<DeviceName>, alert: Alert) {
+        tracing::warn!(%station, alert = %alert.kind, detail = %alert.detail, response = ?alert.response, "enforcement alert");
+        metrics::alert(alert.kind);
+        self.record(Command::RaiseAlert {
+            station: station.clone(),
+            device,
+            alert: alert.kind,
+            detail: alert.detail,
+            response: alert.response,
+        });
+    }
+
+    /// Queue an event for the recorder, never waiting: a full queue (the engine far
+    /// behind) drops the record with a warning rather than stall enforcement.
+    fn record(&self, command: Command) {
+        if let Err(e) = self.records.try_send(command) {
+            tracing::warn!(
+                command = e.into_inner().name(),
+                "enforcement record queue full; record dropped"
+            );
+        }
+    }
+}

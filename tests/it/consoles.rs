@@ -1,0 +1,338 @@
+//! Console stations enforced by the reconciler, end to end: a real daemon drives a Shelly
+//! Gen2 plug fake (HTTP, digest auth) and the MikroTik fake (HTTPS REST), configured with
+//! the CLI. A session powers the plug and unblocks the console; its end runs the ladder
+//! in order with the configured delays; standby confirmed by a power reading stops the
+//! ladder before the relay; a relay switched by hand is an alert.
+
+use crate::mqtt::MqttDaemon;
+use crate::support::*;
+use serde_json::Value;
+use std::io::Write;
+use std::net::IpAddr;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+use tokio::time::Instant;
+use venued::fakes::mikrotik::{Mikrotik as Router, MikrotikConfig};
+use venued::fakes::shelly::{Gen2Config, ShellyGen2};
+
+const LIST: &str = "venue-blocked";
+const CONSOLE: &str = "192.168.88.57";
+const PLUG_PASSWORD: &str = "plug pass 7";
+/// Generous: the daemon polls every 100 ms, CI machines are slow.
+const WAIT: Duration = Duration::from_secs(15);
+
+fn config(marker: &std::path::Path) -> String {
+    format!(
+        r#"
+[consoles]
+poll-interval = "100ms"
+retry-min = "50ms"
+retry-max = "500ms"
+failsafe = "30s"
+power-sample-interval = "1s"
+
+[consoles.commands.rest-mode]
+program = "/bin/sh"
+args = ["-c", "echo \"$VENUED_STATION\" >> '{}'"]
+timeout = "5s"
+"#,
+        marker.display()
+    )
+}
+
+/// `venued ...` with `input` on stdin (a password), JSON out.
+fn cli_stdin(d: &MqttDaemon, args: &[&str], input: &str) -> Value {
+    let mut child = Command::new(BIN)
+        .args(args)
+        .env("VENUED_DATA_DIR", &d.dir)
+        .env_remove("VENUED_CONFIG")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    writeln!(child.stdin.take().unwrap(), "{input}").unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "venued {args:?}: {}", stderr(&out));
+    serde_json::from_slice(&out.stdout).unwrap_or(Value::Null)
+}
+
+/// The audit log's events of the reconciler (device actions and alerts), in order.
+fn enforcement_events(d: &MqttDaemon) -> Vec<Value> {
+    let page = d.cli(&["audit", "log", "--limit", "1000", "--json"]);
+    page["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|k| {
+            matches!(
+                k["type"].as_str(),
+                Some("device_acted" | "enforcement_alert" | "power_sampled")
+            )
+        })
+        .cloned()
+        .collect()
+}
+
+fn actions(events: &[Value]) -> Vec<String> {
+    events
+        .iter()
+        .filter(|k| k["type"] == "device_acted")
+        .map(|k| {
+            format!(
+                "{} {}",
+                k["action"].as_str().unwrap(),
+                k["outcome"].as_str().unwrap()
+            )
+        })
+        .collect()
+}
+
+async fn wait_for(what: &str, mut cond: impl FnMut() -> bool) -> Duration {
+    let start = Instant::now();
+    while !cond() {
+        assert!(start.elapsed() < WAIT, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    start.elapsed()
+}
+
+fn listed(router: &Router) -> usize {
+    let ip: IpAddr = CONSOLE.parse().unwrap();
+    router
+        .address_list(LIST)
+        .iter()
+        .filter(|e| e.address == ip.to_string())
+        .count()
+}
+
+struct Venue {
+    d: MqttDaemon,
+    plug: ShellyGen2,
+    router: Router,
+    marker: std::path::PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+/// A daemon with one console station `ps5-07` on a Gen2 plug and the router, with the
+/// standby program and the ladder given.
+async fn venue(ladder: &[&str]) -> Venue {
+    let dir = tempfile::tempdir().unwrap();
+    let marker = dir.path().join("standby.log");
+    let d = MqttDaemon::start_config(dir.path(), &config(&marker));
+    let plug = ShellyGen2::start(Gen2Config {
+        password: Some(PLUG_PASSWORD.into()),
+        load_w: 0.0,
+        ..Gen2Config::new("AABBCC000007")
+    })
+    .await
+    .unwrap();
+    let router = Router::start(MikrotikConfig::default()).await.unwrap();
+    let fingerprint = {
+        let der = rustls_pemfile_der(router.cert_pem());
+        venued::devices::mikrotik::fingerprint(&der)
+    };
+    d.cli(&[
+        "station", "add", "ps5-07", "--name", "PS5 7", "--kind", "console", "--json",
+    ]);
+    let host = plug.http_addr().to_string();
+    cli_stdin(
+        &d,
+        &[
+            "device",
+            "add",
+            "plug-07",
+            "--type",
+            "shelly_gen2",
+            "--host",
+            &host,
+            "--password-stdin",
+            "--json",
+        ],
+        PLUG_PASSWORD,
+    );
+    let url = format!("https://{}", router.https_addr());
+    cli_stdin(
+        &d,
+        &[
+            "device",
+            "add",
+            "router",
+            "--type",
+            "mikrotik",
+            "--url",
+            &url,
+            "--user",
+            "admin",
+            "--tls-fingerprint",
+            &fingerprint,
+            "--password-stdin",
+            "--json",
+        ],
+        &MikrotikConfig::default().password,
+    );
+    let mut args = vec![
+        "station",
+        "enforce",
+        "ps5-07",
+        "--plug",
+        "plug-07",
+        "--router",
+        "router",
+        "--address",
+        CONSOLE,
+        "--standby-command",
+        "rest-mode",
+        "--json",
+    ];
+    args.extend_from_slice(ladder);
+    d.cli(&args);
+    Venue {
+        d,
+        plug,
+        router,
+        marker,
+        _dir: dir,
+    }
+}
+
+fn rustls_pemfile_der(pem: &str) -> Vec<u8> {
+    use base64::Engine as _;
+    let body: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();
+    base64::engine::general_purpose::STANDARD
+        .decode(body)
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_powers_and_unblocks_and_its_end_climbs_the_ladder_until_standby_is_confirmed() {
+    let v = venue(&[
+        "--block-after-ms",
+        "0",
+        "--standby-after-ms",
+        "600",
+        "--standby-confirm-ms",
+        "3000",
+        "--standby-below-w",
+        "15",
+        "--cut-after-ms",
+        "3600",
+        "--allow-cut",
+    ])
+    .await;
+
+    // Idle at start: the console is blocked, the relay left alone (off).
+    wait_for("the idle console blocked", || listed(&v.router) == 1).await;
+    assert!(!v.plug.relay_on());
+
+    // A session: power on (with the plug's own fail-safe timer armed) and unblock.
+    v.d.cli(&["session", "start", "ps5-07", "30m", "--json"]);
+    wait_for("the plug powered", || v.plug.relay_on()).await;
+    wait_for("the console unblocked", || listed(&v.router) == 0).await;
+    let (_, armed) = v.plug.timer().expect("a flip-back timer while powered");
+    assert!((29.0..=30.0).contains(&armed), "timer {armed}");
+    v.plug.set_load_w(180.0);
+
+    // Staff stop it: block at once, standby after 600 ms, and the console going to rest
+    // (power below 15 W) confirms standby, so the relay is never cut.
+    let stopped = Instant::now();
+    v.d.cli(&["session", "stop", "ps5-07", "--json"]);
+    let blocked_in = wait_for("the console blocked", || listed(&v.router) == 1).await;
+    let standby_in = wait_for("the standby program ran", || {
+        std::fs::read_to_string(&v.marker).is_ok_and(|s| s.contains("ps5-07"))
+    })
+    .await
+        + blocked_in;
+    assert!(
+        blocked_in < Duration::from_millis(600),
+        "blocked after {blocked_in:?}"
+    );
+    assert!(
+        standby_in >= Duration::from_millis(550),
+        "standby too early: {standby_in:?}"
+    );
+    v.plug.set_load_w(1.5);
+    // Past the cut time with room to spare: the relay stays on.
+    while stopped.elapsed() < Duration::from_millis(5000) {
+        assert!(
+            v.plug.relay_on(),
+            "relay cut although standby was confirmed"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let events = enforcement_events(&v.d);
+    let acts = actions(&events);
+    // Power and network are separate lanes: the two session-start actions may finish
+    // in either order.
+    assert_eq!(acts.len(), 6, "{events:#?}");
+    assert_eq!(acts[0], "block done");
+    let mut start = acts[1..3].to_vec();
+    start.sort();
+    assert_eq!(start, ["power_on done", "unblock done"]);
+    assert_eq!(
+        acts[3..],
+        ["block done", "standby done", "standby confirmed"],
+        "{events:#?}"
+    );
+    assert_eq!(v.router.added(LIST, CONSOLE), 2);
+    assert_eq!(v.router.removed(LIST, CONSOLE), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_standby_the_ladder_cuts_the_relay_after_grace_and_a_hand_switch_is_an_alert() {
+    let v = venue(&[
+        "--block-after-ms",
+        "0",
+        "--standby-after-ms",
+        "300",
+        "--standby-confirm-ms",
+        "700",
+        "--standby-below-w",
+        "15",
+        "--cut-after-ms",
+        "1500",
+        "--allow-cut",
+    ])
+    .await;
+    v.d.cli(&["session", "start", "ps5-07", "30m", "--json"]);
+    wait_for("the plug powered", || v.plug.relay_on()).await;
+    v.plug.set_load_w(180.0);
+    // Let a poll see the load before the session ends.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    v.d.cli(&["session", "stop", "ps5-07", "--json"]);
+    // The console ignores standby (keeps drawing): the relay is cut at 1.5 s, not before.
+    let cut_in = wait_for("the relay cut", || !v.plug.relay_on()).await;
+    assert!(
+        cut_in >= Duration::from_millis(1400),
+        "cut too early: {cut_in:?}"
+    );
+    // Someone switches the console back on at the plug: an alert, and (the default
+    // response is restore) the relay goes back off.
+    v.plug.set_load_w(0.0);
+    v.plug.press_button();
+    assert!(v.plug.relay_on());
+    wait_for("the relay switched back off", || !v.plug.relay_on()).await;
+    let events = enforcement_events(&v.d);
+    let alerts: Vec<&Value> = events
+        .iter()
+        .filter(|k| k["type"] == "enforcement_alert")
+        .collect();
+    let kinds: Vec<&str> = alerts
+        .iter()
+        .map(|k| k["alert"].as_str().unwrap())
+        .collect();
+    assert!(kinds.contains(&"standby_not_confirmed"), "{events:#?}");
+    let hand = alerts
+        .iter()
+        .find(|k| k["alert"] == "relay_switched_by_hand")
+        .unwrap_or_else(|| panic!("no hand-switch alert: {events:#?}"));
+    assert_eq!(hand["response"], "restore");
+    assert_eq!(hand["device"], "plug-07");
+    assert!(
+        hand["detail"].as_str().unwrap().contains("button"),
+        "{hand}"
+    );
+    let acts = actions(&events);
+    let pos = |a: &str| acts.iter().position(|x| x == a).unwrap_or(usize::MAX);
+    assert!(pos("standby done") < pos("power_off done"), "{acts:?}");
+}
