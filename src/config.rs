@@ -454,9 +454,9 @@ impl Config {
                 ms(50),
                 ms(3_600_000),
             ),
-            // The plug's timer granularity is a second; under 10 s a late heartbeat would
-            // flicker a console off mid-session.
-            ("consoles.failsafe", c.failsafe, ms(10_000), ms(86_400_000)),
+            // Plug timers count whole seconds and a heartbeat goes every third of it:
+            // below 2 s a late one would switch a console off mid-session.
+            ("consoles.failsafe", c.failsafe, ms(2_000), ms(86_400_000)),
             (
                 "consoles.power-sample-interval",
                 c.power_sample_interval,

@@ -71,6 +71,7 @@ enum Done {
     },
     Entry {
         station: StationId,
+        epoch: u64,
         present: Result<bool, String>,
     },
 }
@@ -283,10 +284,17 @@ impl Reconciler {
             }
             if let Some((router, address)) = entry {
                 pending += 1;
+                let epoch = track.network_epoch();
                 let (tx, station) = (self.tx.clone(), station.clone());
                 tokio::spawn(async move {
                     let present = router.is_blocked(address).await.map_err(|e| e.to_string());
-                    let _ = tx.send(Done::Entry { station, present }).await;
+                    let _ = tx
+                        .send(Done::Entry {
+                            station,
+                            epoch,
+                            present,
+                        })
+                        .await;
                 });
             }
             if pending > 0 {
@@ -357,7 +365,10 @@ impl Reconciler {
                 };
                 let confirmed_before = track.progress.standby_confirmed;
                 let alerts = match result {
-                    Ok(report) => track.polled(report, epoch, now, &responses),
+                    Ok(report) => {
+                        tracing::trace!(%station, ?report, "plug status");
+                        track.polled(report, epoch, now, &responses)
+                    }
                     Err(error) => {
                         tracing::debug!(%station, %error, "plug status poll failed");
                         track.unreachable(&responses, now)
@@ -384,7 +395,11 @@ impl Reconciler {
                     self.alert(&station, device.clone(), alert);
                 }
             }
-            Done::Entry { station, present } => {
+            Done::Entry {
+                station,
+                epoch,
+                present,
+            } => {
                 self.poll_done(&station);
                 let Some(track) = self.tracks.get_mut(&station) else {
                     return;
@@ -392,7 +407,7 @@ impl Reconciler {
                 let router = track.enforcement.network.as_ref().map(|n| n.router.clone());
                 match present {
                     Ok(false) => {
-                        if let Some(alert) = track.entry_missing(&responses) {
+                        if let Some(alert) = track.entry_missing(epoch, &responses) {
                             self.alert(&station, router, alert);
                         }
                     }

@@ -140,9 +140,10 @@ pub struct Track {
     hold_relay: Option<bool>,
     hold_block: bool,
     standby_alerted: bool,
-    /// Counts relay actions started and finished: a status poll that overlapped one
-    /// may show the relay from before it, which is no hand switch.
+    /// Count relay and network actions started and finished: a poll that overlapped
+    /// one may show the device from before it, which is no tamper.
     relay_epoch: u64,
+    network_epoch: u64,
     failed_polls: u32,
 }
 
@@ -164,6 +165,7 @@ impl Track {
             hold_block: false,
             standby_alerted: false,
             relay_epoch: 0,
+            network_epoch: 0,
             failed_polls: 0,
         }
     }
@@ -295,9 +297,7 @@ impl Track {
         });
         for op in &ops {
             self.lane(op.lane()).in_flight = Some(*op);
-            if op.lane() == Lane::Relay {
-                self.relay_epoch += 1;
-            }
+            self.bump(op.lane());
         }
         ops
     }
@@ -321,9 +321,7 @@ impl Track {
         mono: Instant,
         timing: &Timing,
     ) -> (Option<Duration>, Option<Alert>) {
-        if op.lane() == Lane::Relay {
-            self.relay_epoch += 1;
-        }
+        self.bump(op.lane());
         let lane = self.lane(op.lane());
         lane.in_flight = None;
         match result {
@@ -377,9 +375,23 @@ impl Track {
         }
     }
 
+    fn bump(&mut self, lane: Lane) {
+        match lane {
+            Lane::Relay => self.relay_epoch += 1,
+            Lane::Network => self.network_epoch += 1,
+            Lane::Standby => {}
+        }
+    }
+
     /// Where relay actions are: give it back with a poll's report to [`Track::polled`].
     pub fn relay_epoch(&self) -> u64 {
         self.relay_epoch
+    }
+
+    /// Where network actions are: give it back with an entry check's answer to
+    /// [`Track::entry_missing`].
+    pub fn network_epoch(&self) -> u64 {
+        self.network_epoch
     }
 
     /// A polled report, taken when the relay lane was at `epoch`: a relay action since
@@ -496,9 +508,14 @@ impl Track {
         alerts
     }
 
-    /// A poll found the router entry missing while it should be there.
-    pub fn entry_missing(&mut self, responses: &crate::config::ResponsesConfig) -> Option<Alert> {
-        if self.blocked != Some(true) {
+    /// A check begun at network `epoch` found the router entry missing while it should
+    /// be there (a block or unblock since makes the answer stale: ignored).
+    pub fn entry_missing(
+        &mut self,
+        epoch: u64,
+        responses: &crate::config::ResponsesConfig,
+    ) -> Option<Alert> {
+        if self.blocked != Some(true) || epoch != self.network_epoch {
             return None;
         }
         let response = responses.router_entry_removed;
@@ -575,5 +592,107 @@ impl Track {
                 ),
             )
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use crate::config::ResponsesConfig;
+    use crate::domain::device::{DeviceName, Ladder};
+
+    fn enforced() -> Enforcement {
+        Enforcement {
+            plug: Some(DeviceName::parse("plug").unwrap()),
+            network: None,
+            standby: None,
+            standby_command: None,
+            ladder: Ladder::default(),
+        }
+    }
+
+    fn ts() -> Timestamp {
+        "2026-11-23T18:00:00Z".parse().unwrap()
+    }
+
+    fn relay(on: bool, source: &str) -> Report {
+        Report {
+            online: Some(true),
+            relay: Some(on),
+            watts: Some(0.0),
+            source: Some(source.into()),
+        }
+    }
+
+    #[test]
+    fn a_hand_switch_on_an_idle_station_is_one_alert_and_restore_switches_back() {
+        let mut t = Track::new(enforced());
+        let r = ResponsesConfig::default();
+        t.follow(None, ts());
+        assert!(t.polled(relay(false, "init"), 0, ts(), &r).is_empty());
+        let alerts = t.polled(relay(true, "button"), 0, ts(), &r);
+        assert_eq!(alerts.len(), 1, "{alerts:?}");
+        assert_eq!(alerts[0].kind, AlertKind::RelaySwitchedByHand);
+        assert_eq!(alerts[0].response, AutoResponse::Restore);
+        let timing = Timing {
+            retry_min: Duration::from_millis(10),
+            retry_max: Duration::from_millis(100),
+            failsafe: Duration::from_secs(30),
+        };
+        t.follow(None, ts());
+        assert_eq!(
+            t.due(ts(), Instant::now(), &timing),
+            [Op::Relay { on: false }]
+        );
+        // The same reading again is no new alert.
+        assert!(
+            t.polled(relay(true, "button"), t.relay_epoch(), ts(), &r)
+                .is_empty()
+        );
+    }
+
+    #[test]
+    fn an_entry_check_overlapping_our_own_unblock_is_no_tamper() {
+        let mut e = enforced();
+        e.network = Some(crate::domain::device::NetworkBlock {
+            router: DeviceName::parse("router").unwrap(),
+            address: "192.168.88.7".parse().unwrap(),
+        });
+        let mut t = Track::new(e);
+        let r = ResponsesConfig::default();
+        let timing = Timing {
+            retry_min: Duration::from_millis(10),
+            retry_max: Duration::from_millis(100),
+            failsafe: Duration::from_secs(30),
+        };
+        let now = Instant::now();
+        t.follow(None, ts());
+        let ops = t.due(ts(), now, &timing);
+        assert!(ops.contains(&Op::Network { blocked: true }), "{ops:?}");
+        t.finished(Op::Network { blocked: true }, Ok(None), ts(), now, &timing);
+        // A check begins; meanwhile staff start a session and venued unblocks.
+        let check = t.network_epoch();
+        let session = crate::domain::session::Session {
+            id: crate::domain::SessionId(1),
+            station: crate::domain::StationId::parse("ps5").unwrap(),
+            started_at: ts(),
+            purchased: Some(jiff::SignedDuration::from_mins(30)),
+            used_before: jiff::SignedDuration::ZERO,
+            warned: None,
+            phase: Phase::Running { since: ts() },
+        };
+        t.follow(Some(&session), ts());
+        assert!(t.due(ts(), now, &timing).contains(&Op::Network { blocked: false }));
+        // The check answers "missing" while the unblock is in flight: stale.
+        assert_eq!(t.entry_missing(check, &r), None);
+        // A fresh check that finds it missing while it should be there is tamper.
+        t.finished(Op::Network { blocked: false }, Ok(None), ts(), now, &timing);
+        t.follow(None, ts());
+        let _ = t.due(ts(), now, &timing);
+        t.finished(Op::Network { blocked: true }, Ok(None), ts(), now, &timing);
+        let alert = t.entry_missing(t.network_epoch(), &r).unwrap();
+        assert_eq!(alert.kind, AlertKind::RouterEntryRemoved);
+        assert_eq!(t.blocked, None, "restore: re-added by the next pass");
     }
 }

@@ -119,7 +119,15 @@ struct Venue {
 async fn venue(ladder: &[&str]) -> Venue {
     let dir = tempfile::tempdir().unwrap();
     let marker = dir.path().join("standby.log");
-    let d = MqttDaemon::start_config(dir.path(), &config(&marker));
+    let file = dir.path().join("venued.toml");
+    std::fs::write(&file, config(&marker)).unwrap();
+    let d = MqttDaemon::start_with(
+        dir.path(),
+        &[
+            ("VENUED_CONFIG_FILE", file.to_str().unwrap()),
+            ("VENUED_LOG", "venued::enforce=debug,info"),
+        ],
+    );
     let plug = ShellyGen2::start(Gen2Config {
         password: Some(PLUG_PASSWORD.into()),
         load_w: 0.0,
@@ -128,6 +136,17 @@ async fn venue(ladder: &[&str]) -> Venue {
     .await
     .unwrap();
     let router = Router::start(MikrotikConfig::default()).await.unwrap();
+    setup_station(&d, &plug, &router, ladder);
+    Venue {
+        d,
+        plug,
+        router,
+        marker,
+        _dir: dir,
+    }
+}
+
+fn setup_station(d: &MqttDaemon, plug: &ShellyGen2, router: &Router, ladder: &[&str]) {
     let fingerprint = {
         let der = rustls_pemfile_der(router.cert_pem());
         venued::devices::mikrotik::fingerprint(&der)
@@ -137,7 +156,7 @@ async fn venue(ladder: &[&str]) -> Venue {
     ]);
     let host = plug.http_addr().to_string();
     cli_stdin(
-        &d,
+        d,
         &[
             "device",
             "add",
@@ -153,7 +172,7 @@ async fn venue(ladder: &[&str]) -> Venue {
     );
     let url = format!("https://{}", router.https_addr());
     cli_stdin(
-        &d,
+        d,
         &[
             "device",
             "add",
@@ -187,13 +206,6 @@ async fn venue(ladder: &[&str]) -> Venue {
     ];
     args.extend_from_slice(ladder);
     d.cli(&args);
-    Venue {
-        d,
-        plug,
-        router,
-        marker,
-        _dir: dir,
-    }
 }
 
 fn rustls_pemfile_der(pem: &str) -> Vec<u8> {
@@ -306,6 +318,12 @@ async fn without_standby_the_ladder_cuts_the_relay_after_grace_and_a_hand_switch
         cut_in >= Duration::from_millis(1400),
         "cut too early: {cut_in:?}"
     );
+    // (Once venued has recorded its cut: a press while its switch is still in flight
+    // is a race no test should depend on.)
+    wait_for("the cut recorded", || {
+        actions(&enforcement_events(&v.d)).contains(&"power_off done".to_owned())
+    })
+    .await;
     // Someone switches the console back on at the plug: an alert, and (the default
     // response is restore) the relay goes back off.
     v.plug.set_load_w(0.0);
@@ -335,4 +353,132 @@ async fn without_standby_the_ladder_cuts_the_relay_after_grace_and_a_hand_switch
     let acts = actions(&events);
     let pos = |a: &str| acts.iter().position(|x| x == a).unwrap_or(usize::MAX);
     assert!(pos("standby done") < pos("power_off done"), "{acts:?}");
+}
+
+/// A venue whose plug's fail-safe timer is short, for the tests that kill the daemon.
+async fn venue_with(consoles: &str, ladder: &[&str]) -> Venue {
+    let dir = tempfile::tempdir().unwrap();
+    let marker = dir.path().join("standby.log");
+    let text = config(&marker).replacen("failsafe = \"30s\"", consoles, 1);
+    let d = MqttDaemon::start_config(dir.path(), &text);
+    let plug = ShellyGen2::start(Gen2Config {
+        password: Some(PLUG_PASSWORD.into()),
+        ..Gen2Config::new("AABBCC000008")
+    })
+    .await
+    .unwrap();
+    let router = Router::start(MikrotikConfig::default()).await.unwrap();
+    setup_station(&d, &plug, &router, ladder);
+    Venue {
+        d,
+        plug,
+        router,
+        marker,
+        _dir: dir,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn heartbeats_keep_a_session_powered_and_a_killed_controller_leaves_the_plug_to_switch_off() {
+    let v = venue_with("failsafe = \"2s\"", &[]).await;
+    v.d.cli(&["session", "start", "ps5-07", "30m", "--json"]);
+    wait_for("the plug powered", || v.plug.relay_on()).await;
+    // Three fail-safe periods: heartbeats re-arm the plug's timer, it never runs out.
+    let alive = Instant::now();
+    while alive.elapsed() < Duration::from_secs(6) {
+        assert!(
+            v.plug.relay_on(),
+            "switched off mid-session after {:?}",
+            alive.elapsed()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // SIGKILL: no goodbye. The plug's own timer switches the console off.
+    let Venue { d, plug, .. } = v;
+    drop(d);
+    let off_in = wait_for("the plug's fail-safe switching off", || !plug.relay_on()).await;
+    assert!(
+        off_in <= Duration::from_millis(2_500),
+        "off after {off_in:?}"
+    );
+    assert_eq!(plug.source(), "timer");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tamper_is_caught_hand_switch_removed_router_entry_and_a_plug_gone_offline() {
+    let v = venue(&[]).await;
+    wait_for("the idle console blocked", || listed(&v.router) == 1).await;
+    // Switched on at the plug with no session: an alert; the default response switches
+    // it back off.
+    // (Once venued has seen it off: a relay already on when first seen is no switch.
+    // The first poll may take two requests, a digest challenge and the answer.)
+    wait_for("two status polls", || {
+        v.plug
+            .requests()
+            .iter()
+            .filter(|r| r.contains("GetStatus"))
+            .count()
+            >= 3
+    })
+    .await;
+    v.plug.press_button();
+    wait_for("the relay switched back off", || !v.plug.relay_on()).await;
+
+    // The console's router entry deleted behind venued's back: an alert, and re-added.
+    let ip: IpAddr = CONSOLE.parse().unwrap();
+    let fingerprint = {
+        let der = rustls_pemfile_der(v.router.cert_pem());
+        venued::devices::mikrotik::fingerprint(&der)
+    };
+    let kind = venued::domain::device::DeviceKind::Mikrotik {
+        url: format!("https://{}", v.router.https_addr()),
+        user: "admin".into(),
+        list: LIST.into(),
+        tls_fingerprint: Some(fingerprint),
+    };
+    let intruder =
+        venued::devices::mikrotik::Mikrotik::new(&kind, Some(&MikrotikConfig::default().password))
+            .unwrap();
+    intruder.unblock(ip).await.unwrap();
+    assert_eq!(listed(&v.router), 0);
+    wait_for("the entry re-added", || listed(&v.router) == 1).await;
+
+    // A session whose plug drops off the network: after three failed polls, an alert.
+    v.d.cli(&["session", "start", "ps5-07", "30m", "--json"]);
+    wait_for("the plug powered", || v.plug.relay_on()).await;
+    v.plug.set_fault(venued::fakes::shelly::Fault::Offline);
+    wait_for("the offline alert", || {
+        enforcement_events(&v.d)
+            .iter()
+            .any(|k| k["alert"] == "plug_offline")
+    })
+    .await;
+    v.plug.set_fault(venued::fakes::shelly::Fault::None);
+
+    let events = enforcement_events(&v.d);
+    let alert = |kind: &str| {
+        events
+            .iter()
+            .find(|k| k["type"] == "enforcement_alert" && k["alert"] == kind)
+            .unwrap_or_else(|| panic!("no {kind} alert: {events:#?}"))
+            .clone()
+    };
+    let hand = alert("relay_switched_by_hand");
+    assert!(
+        hand["detail"].as_str().unwrap().contains("with no session"),
+        "{hand}"
+    );
+    assert_eq!(alert("router_entry_removed")["device"], "router");
+    assert_eq!(alert("router_entry_removed")["response"], "restore");
+    assert_eq!(alert("plug_offline")["response"], "alert");
+    // Each caught once, not once per poll.
+    let count = |kind: &str| {
+        events
+            .iter()
+            .filter(|k| k["type"] == "enforcement_alert" && k["alert"] == kind)
+            .count()
+    };
+    assert_eq!(count("relay_switched_by_hand"), 1, "{events:#?}");
+    assert_eq!(count("router_entry_removed"), 1, "{events:#?}");
+    assert_eq!(count("plug_offline"), 1, "{events:#?}");
 }
