@@ -15,6 +15,7 @@ mod device_fakes_mikrotik_tasmota;
 mod device_fakes_shelly;
 mod devices;
 mod discovery;
+mod firmware;
 mod mikrotik;
 mod mqtt;
 mod mqtt_clients;
