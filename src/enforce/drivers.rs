@@ -37,9 +37,20 @@ pub type Publish = Arc<
         + Sync,
 >;
 
+/// What a plug's firmware showed of its flip-back timer on re-arm.
+#[derive(Clone, Debug, Default)]
+struct Rearm {
+    /// `timer_started_at` after the last switch or heartbeat (Shelly).
+    started: Option<jiff::Timestamp>,
+    /// The firmware kept its running timer instead of restarting it: arming one would
+    /// switch the console off mid-session, so this plug gets none from now on.
+    ignored: bool,
+}
+
 #[derive(Clone)]
 pub struct Drivers {
     devices: BTreeMap<DeviceName, Result<Driver, String>>,
+    rearm: Arc<std::sync::Mutex<BTreeMap<DeviceName, Rearm>>>,
     commands: Arc<BTreeMap<String, CommandConfig>>,
     publish: Option<Publish>,
     failsafe: Duration,
@@ -68,6 +79,7 @@ impl Drivers {
             .collect();
         Self {
             devices: built,
+            rearm: Arc::default(),
             commands,
             publish,
             failsafe,
@@ -116,23 +128,31 @@ impl Drivers {
     ) -> Result<Option<Report>, String> {
         match op {
             Op::Relay { on } => {
-                let plug = self.plug_or_err(e)?;
+                let (name, plug) = self.plug_or_err(e)?;
                 // On: the plug's own timer switches it off if venued goes silent.
-                let flip_back = on.then_some(self.failsafe);
+                let flip_back = (on && !self.rearm_ignored(&name)).then_some(self.failsafe);
                 let status = plug
                     .switch(on, flip_back)
                     .await
                     .map_err(|e| e.to_string())?;
                 check_relay(&status, on)?;
+                // A fresh switch always starts a fresh timer: nothing to check yet.
+                let _ = self.note_timer(&name, &status, false);
                 Ok(Some(report(&status)))
             }
             Op::Heartbeat => {
-                let plug = self.plug_or_err(e)?;
+                let (name, plug) = self.plug_or_err(e)?;
+                if self.rearm_ignored(&name) {
+                    // Nothing to re-arm: a status read keeps the relay watched.
+                    let status = plug.status().await.map_err(|e| e.to_string())?;
+                    return Ok(Some(report(&status)));
+                }
                 let status = plug
                     .switch(true, Some(self.failsafe))
                     .await
                     .map_err(|e| e.to_string())?;
                 check_relay(&status, true)?;
+                self.note_timer(&name, &status, true)?;
                 Ok(Some(report(&status)))
             }
             Op::Network { blocked } => {
@@ -201,12 +221,57 @@ impl Drivers {
         }
     }
 
-    fn plug_or_err(&self, e: &Enforcement) -> Result<Arc<Plug>, String> {
+    fn plug_or_err(&self, e: &Enforcement) -> Result<(DeviceName, Arc<Plug>), String> {
         let name = e.plug.as_ref().ok_or("the station has no plug")?;
         match self.get(name)? {
-            Driver::Plug(p) => Ok(p.clone()),
+            Driver::Plug(p) => Ok((name.clone(), p.clone())),
             _ => Err(format!("{name} is not a plug")),
         }
+    }
+
+    fn rearm_ignored(&self, plug: &DeviceName) -> bool {
+        self.rearm
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(plug)
+            .is_some_and(|r| r.ignored)
+    }
+
+    /// Remember the timer a switch left; after a heartbeat, check that it restarted
+    /// (real firmware's re-arm behaviour is unverified). A timer that kept its start, or
+    /// has less than half the fail-safe left, was not restarted: the plug is marked so it
+    /// gets no timer from now on, and the heartbeat fails with an explanation (recorded,
+    /// and after three a `device_failing` alert).
+    fn note_timer(
+        &self,
+        plug: &DeviceName,
+        status: &PlugStatus,
+        rearmed: bool,
+    ) -> Result<(), String> {
+        let mut all = self
+            .rearm
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let state = all.entry(plug.clone()).or_default();
+        let started = status.timer.as_ref().and_then(|t| t.started_at);
+        let kept_start = rearmed && started.is_some() && started == state.started;
+        let short = rearmed
+            && status
+                .timer
+                .as_ref()
+                .and_then(|t| t.remaining)
+                .is_some_and(|left| left < self.failsafe / 2);
+        state.started = started;
+        if kept_start || short {
+            state.ignored = true;
+            return Err(format!(
+                "{plug} did not restart its flip-back timer on re-arm (its firmware keeps a \
+                 running timer): it will switch the console off when that timer ends; venued \
+                 arms no timer on this plug from now on (the plug's auto-off and the dead-man \
+                 script remain the fail-safe)"
+            ));
+        }
+        Ok(())
     }
 }
 

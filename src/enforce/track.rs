@@ -683,7 +683,10 @@ mod tests {
             phase: Phase::Running { since: ts() },
         };
         t.follow(Some(&session), ts());
-        assert!(t.due(ts(), now, &timing).contains(&Op::Network { blocked: false }));
+        assert!(
+            t.due(ts(), now, &timing)
+                .contains(&Op::Network { blocked: false })
+        );
         // The check answers "missing" while the unblock is in flight: stale.
         assert_eq!(t.entry_missing(check, &r), None);
         // A fresh check that finds it missing while it should be there is tamper.

@@ -357,12 +357,21 @@ async fn without_standby_the_ladder_cuts_the_relay_after_grace_and_a_hand_switch
 
 /// A venue whose plug's fail-safe timer is short, for the tests that kill the daemon.
 async fn venue_with(consoles: &str, ladder: &[&str]) -> Venue {
+    venue_rearm(consoles, ladder, venued::fakes::shelly::ReArm::Restarts).await
+}
+
+async fn venue_rearm(
+    consoles: &str,
+    ladder: &[&str],
+    rearm: venued::fakes::shelly::ReArm,
+) -> Venue {
     let dir = tempfile::tempdir().unwrap();
     let marker = dir.path().join("standby.log");
     let text = config(&marker).replacen("failsafe = \"30s\"", consoles, 1);
     let d = MqttDaemon::start_config(dir.path(), &text);
     let plug = ShellyGen2::start(Gen2Config {
         password: Some(PLUG_PASSWORD.into()),
+        rearm,
         ..Gen2Config::new("AABBCC000008")
     })
     .await
@@ -481,4 +490,39 @@ async fn tamper_is_caught_hand_switch_removed_router_entry_and_a_plug_gone_offli
     assert_eq!(count("relay_switched_by_hand"), 1, "{events:#?}");
     assert_eq!(count("router_entry_removed"), 1, "{events:#?}");
     assert_eq!(count("plug_offline"), 1, "{events:#?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plug_whose_firmware_ignores_a_re_arm_is_caught_and_gets_no_timer_after_that() {
+    let v = venue_rearm(
+        "failsafe = \"3s\"",
+        &[],
+        venued::fakes::shelly::ReArm::Ignored,
+    )
+    .await;
+    v.d.cli(&["session", "start", "ps5-07", "30m", "--json"]);
+    wait_for("the plug powered", || v.plug.relay_on()).await;
+    // The first heartbeat (after 1 s) finds the timer not restarted.
+    wait_for("the re-arm failure recorded", || {
+        enforcement_events(&v.d).iter().any(|k| {
+            k["action"] == "heartbeat"
+                && k["error"]
+                    .as_str()
+                    .is_some_and(|e| e.contains("did not restart its flip-back timer"))
+        })
+    })
+    .await;
+    // That timer still ends once (the firmware keeps it); venued sees the relay off in
+    // a session, says so, and powers the console again, now without a timer.
+    wait_for("the old timer to run out", || !v.plug.relay_on()).await;
+    wait_for("the console powered again", || v.plug.relay_on()).await;
+    assert_eq!(v.plug.timer(), None, "a timer armed again");
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert!(v.plug.relay_on(), "switched off again");
+    let events = enforcement_events(&v.d);
+    assert!(
+        events.iter().any(|k| k["alert"] == "relay_switched_by_hand"
+            && k["detail"].as_str().unwrap().contains("timer")),
+        "{events:#?}"
+    );
 }
