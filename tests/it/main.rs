@@ -12,6 +12,7 @@ mod config_fixtures;
 mod crash;
 mod device_fakes_mikrotik_tasmota;
 mod device_fakes_shelly;
+mod device_mqtt;
 mod devices;
 mod discovery;
 mod mikrotik;
