@@ -9,7 +9,10 @@
 //!
 //! Commands wait for their outcome: a Gen2 RPC for its reply (matched by id, on our
 //! own reply topic), Gen1 and Tasmota for a report showing the relay as asked. All are
-//! bounded by the hub's timeout.
+//! bounded by the hub's timeout. Gen1 and Tasmota reports carry no correlation: a report
+//! still on its way from before the command (Tasmota reports each switch twice, `RESULT`
+//! and `POWER`) can confirm it, which only happens when the relay already was in the
+//! asked state.
 //!
 //! Malformed messages on a plug's topics are counted per plug and logged at most once a
 //! minute per plug (with how many were not logged), so a broken or hostile publisher
@@ -436,7 +439,7 @@ impl MqttPlugs {
                         Ok(Err(broadcast::error::RecvError::Lagged(_))) => {
                             // Missed some: the state itself tells.
                             let seen = self.last(name).and_then(|o| o.relay);
-                            if seen.is_some() && want.is_some() && seen == want {
+                            if seen.is_some() && (want.is_none() || seen == want) {
                                 return Ok(());
                             }
                         }

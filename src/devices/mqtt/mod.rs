@@ -190,6 +190,7 @@ impl Wire {
     pub fn decoder(&self) -> Decoder {
         Decoder {
             wire: self.clone(),
+            filters: self.subscriptions(),
             switch: None,
         }
     }
@@ -243,6 +244,8 @@ impl Wire {
 #[derive(Clone, Debug)]
 pub struct Decoder {
     wire: Wire,
+    /// `wire.subscriptions()`, kept: every message is checked against them.
+    filters: Vec<String>,
     /// Gen2: the `switch:0` status as last known, full or merged from partials.
     switch: Option<serde_json::Map<String, Value>>,
 }
@@ -260,7 +263,7 @@ impl Decoder {
         topic: &str,
         payload: &[u8],
     ) -> Result<Option<Report>, MqttParseError> {
-        if !self.wire.owns(topic) {
+        if !self.filters.iter().any(|f| matches(f, topic)) {
             return Ok(None);
         }
         let report = match &self.wire {
