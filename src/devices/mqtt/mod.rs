@@ -409,6 +409,43 @@ mod tests {
         }
     }
 
+    proptest::proptest! {
+        /// Whatever arrives on any of a plug's topics, decoding never panics, and an
+        /// error always names the topic.
+        #[test]
+        fn arbitrary_payloads_never_panic(
+            which in 0usize..3,
+            rest in proptest::sample::select(vec![
+                "online", "relay/0", "relay/0/power", "info", "events/rpc",
+                "status/switch:0", "venued-1/rpc", "POWER", "RESULT", "STATUS10",
+                "STATUS11", "STATE", "SENSOR", "LWT",
+            ]),
+            payload in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..200),
+            json_like in proptest::prelude::any::<bool>(),
+        ) {
+            let wire = [
+                Wire::ShellyGen1 { id: "s1".into() },
+                Wire::ShellyGen2 { prefix: "p".into(), src: "p/venued-1".into() },
+                Wire::Tasmota { topic: "t".into() },
+            ][which].clone();
+            let mut payload = payload;
+            if json_like {
+                payload.insert(0, b'{');
+            }
+            let mut d = wire.decoder();
+            for topic in [
+                format!("shellies/s1/{rest}"),
+                format!("p/{rest}"),
+                format!("stat/t/{rest}"),
+                format!("tele/t/{rest}"),
+            ] {
+                if let Err(e) = d.decode(&topic, &payload) {
+                    proptest::prop_assert_eq!(e.topic, topic);
+                }
+            }
+        }
+    }
+
     #[test]
     fn parse_errors_name_the_topic_and_quote_the_payload() {
         let e = MqttParseError::new("a/b", b"\x01oops", "bad");
