@@ -9,6 +9,7 @@
 pub mod auth;
 pub mod codec;
 pub mod connection;
+pub mod devices;
 pub mod feeder;
 pub mod metrics;
 pub mod mirror;
@@ -197,6 +198,8 @@ pub struct Broker {
     pub plain: Vec<SocketAddr>,
     pub tls: Vec<SocketAddr>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
+    /// The plug drivers' link, until taken with [`Broker::take_devices`].
+    devices: Option<devices::DeviceLink>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -260,6 +263,17 @@ impl Broker {
             .register(mirror::CONTROLLER_KEY, tx)
             .await
             .map_err(stopped)?;
+        let links = shared.clone();
+        let (devices_tx, devices_rx, _) =
+            tokio::task::spawn_blocking(move || (links.links)(devices::CLIENT_ID, true))
+                .await
+                .map_err(|e| BrokerError::Router(e.to_string()))?
+                .map_err(BrokerError::Router)?;
+        feeder
+            .register(devices::DEVICES_KEY, devices_tx)
+            .await
+            .map_err(stopped)?;
+        let devices = devices::DeviceLink::new(feeder.clone(), devices_rx);
         let retry = mirror::Retry {
             base: config.command_retry.unsigned_abs(),
             attempts: config.command_attempts,
@@ -291,6 +305,7 @@ impl Broker {
             plain: Vec::new(),
             tls: Vec::new(),
             tasks: Vec::new(),
+            devices: Some(devices),
         };
         for addr in &config.listen {
             let listener = bind(*addr, "mqtt.listen").await?;
@@ -316,6 +331,12 @@ impl Broker {
         }
         broker.tasks = tasks;
         Ok(broker)
+    }
+
+    /// The plug drivers' in-process link (`crate::devices::mqtt::MqttPlugs::start` takes
+    /// it); `None` once taken. Untaken, it subscribes to nothing and costs nothing.
+    pub fn take_devices(&mut self) -> Option<devices::DeviceLink> {
+        self.devices.take()
     }
 
     /// Wait for the listeners and the mirror to stop (after `stop` was signalled).

@@ -6,6 +6,7 @@
 pub mod failsafe;
 pub mod http;
 pub mod mikrotik;
+pub mod mqtt;
 pub mod plug;
 
 use std::time::Duration;

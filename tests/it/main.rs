@@ -13,6 +13,7 @@ mod consoles;
 mod crash;
 mod device_fakes_mikrotik_tasmota;
 mod device_fakes_shelly;
+mod device_mqtt;
 mod devices;
 mod discovery;
 mod firmware;

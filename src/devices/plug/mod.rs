@@ -21,9 +21,9 @@
 //! rather than building one per call.
 
 mod digest;
-mod shelly1;
-mod shelly2;
-mod tasmota;
+pub(crate) mod shelly1;
+pub(crate) mod shelly2;
+pub(crate) mod tasmota;
 
 use super::DeviceError;
 use super::http::{self, Answer, Origin};

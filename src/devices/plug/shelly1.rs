@@ -132,7 +132,7 @@ fn parse_relay(v: &Value) -> Result<PlugStatus, String> {
 }
 
 /// `/status`: `relays[0]` and `meters[0].power` (a Plug without S has no meter).
-fn parse_status(v: &Value) -> Result<PlugStatus, String> {
+pub(crate) fn parse_status(v: &Value) -> Result<PlugStatus, String> {
     let relay = v
         .get("relays")
         .and_then(|r| r.get(0))

@@ -238,7 +238,7 @@ fn rpc_error(v: &Value) -> Option<(i64, String)> {
 
 /// `Switch.GetStatus`: `output`, `apower` (W, metered models), `source`, and while a
 /// timer runs `timer_started_at` (unix s) and `timer_duration` (s).
-fn parse_switch_status(v: &Value) -> Result<PlugStatus, String> {
+pub(crate) fn parse_switch_status(v: &Value) -> Result<PlugStatus, String> {
     let on = v
         .get("output")
         .and_then(Value::as_bool)

@@ -303,7 +303,7 @@ fn parse_pulse(v: &Value) -> Result<Pulse, String> {
 
 /// The PulseTime value for `d`: 1..=111 tenths of a second, 112.. seconds + 100 (rounded
 /// up either way, never below 0.1 s).
-pub(super) fn pulse_time_raw(d: Duration) -> Result<u32, String> {
+pub(crate) fn pulse_time_raw(d: Duration) -> Result<u32, String> {
     if d > MAX_PULSE {
         return Err(format!(
             "a Tasmota flip-back is at most {} h (PulseTime)",
@@ -321,7 +321,7 @@ pub(super) fn pulse_time_raw(d: Duration) -> Result<u32, String> {
 }
 
 /// What a raw PulseTime value (or `Remaining`) means; None for 0 (off).
-pub(super) fn pulse_duration(raw: u32) -> Option<Duration> {
+pub(crate) fn pulse_duration(raw: u32) -> Option<Duration> {
     match raw {
         0 => None,
         1..=111 => Some(Duration::from_millis(u64::from(raw) * 100)),
