@@ -18,6 +18,7 @@ pub async fn run(config: Config) -> Result<(), String> {
     // leads to the same clean stop once the listeners are up.
     let mut signals = StopSignals::install()?;
     let clock = Arc::new(SystemClock::new(config.clock.trust));
+    let plug_clock: Arc<dyn crate::clock::Clock> = clock.clone();
     let location = StoreLocation::Dir(config.data.dir.clone());
     let (options, engine_config) = (super::store_options(&config), super::engine_config(&config));
     let engine =
@@ -42,7 +43,7 @@ pub async fn run(config: Config) -> Result<(), String> {
         Some(tls_identity(&config).await?)
     };
     // The broker republishes every retained station state before its listeners open.
-    let broker = crate::broker::Broker::start(
+    let mut broker = crate::broker::Broker::start(
         &config.mqtt,
         engine.clone(),
         config.session_policy(),
@@ -56,13 +57,24 @@ pub async fn run(config: Config) -> Result<(), String> {
     )
     .await
     .map_err(|e| e.to_string())?;
-    // Console stations: plugs, router entries and standby actions follow the engine.
-    let reconciler = crate::enforce::spawn(
-        engine.clone(),
-        crate::enforce::Settings::from(&config.consoles),
-        None,
-        reconciler_stop,
-    );
+    // Console stations: plugs, router entries and standby actions follow the engine;
+    // plugs with an MQTT identity push their state through the broker's device link.
+    let settings = crate::enforce::Settings::from(&config.consoles);
+    let mqtt = match broker.take_devices() {
+        Some(link) => crate::devices::mqtt::MqttPlugs::start(
+            link,
+            plug_clock,
+            &engine.snapshot().state.devices,
+            settings.device_timeout,
+        )
+        .await
+        .inspect_err(
+            |e| tracing::warn!(error = %e, "plug MQTT hub did not start; polling over HTTP only"),
+        )
+        .ok(),
+        None => None,
+    };
+    let reconciler = crate::enforce::spawn(engine.clone(), settings, mqtt, reconciler_stop);
     let mqtt_urls: Vec<String> = broker
         .plain
         .iter()

@@ -8,12 +8,12 @@ use super::track::{Op, Report};
 use crate::config::CommandConfig;
 use crate::devices::DeviceError;
 use crate::devices::mikrotik::Mikrotik;
+use crate::devices::mqtt::MqttPlugs;
 use crate::devices::plug::{Plug, PlugStatus};
 use crate::domain::StationId;
 use crate::domain::device::{Device, DeviceKind, DeviceName, Enforcement};
 use crate::store::Store;
 use std::collections::BTreeMap;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -30,13 +30,6 @@ pub enum Driver {
     },
 }
 
-/// Publishes an MQTT action (the embedded broker's device link).
-pub type Publish = Arc<
-    dyn Fn(String, Vec<u8>, bool) -> Pin<Box<dyn Future<Output = Result<(), String>> + Send>>
-        + Send
-        + Sync,
->;
-
 /// What a plug's firmware showed of its flip-back timer on re-arm.
 #[derive(Clone, Debug, Default)]
 struct Rearm {
@@ -52,7 +45,7 @@ pub struct Drivers {
     devices: BTreeMap<DeviceName, Result<Driver, String>>,
     rearm: Arc<std::sync::Mutex<BTreeMap<DeviceName, Rearm>>>,
     commands: Arc<BTreeMap<String, CommandConfig>>,
-    publish: Option<Publish>,
+    mqtt: Option<MqttPlugs>,
     failsafe: Duration,
 }
 
@@ -66,7 +59,7 @@ impl Drivers {
         timeout: Duration,
         failsafe: Duration,
         commands: Arc<BTreeMap<String, CommandConfig>>,
-        publish: Option<Publish>,
+        mqtt: Option<MqttPlugs>,
     ) -> Self {
         let built = devices
             .iter()
@@ -81,7 +74,7 @@ impl Drivers {
             devices: built,
             rearm: Arc::default(),
             commands,
-            publish,
+            mqtt,
             failsafe,
         }
     }
@@ -138,6 +131,9 @@ impl Drivers {
                 check_relay(&status, on)?;
                 // A fresh switch always starts a fresh timer: nothing to check yet.
                 let _ = self.note_timer(&name, &status, false);
+                if on {
+                    self.dead_man_heartbeat(&name).await;
+                }
                 Ok(Some(report(&status)))
             }
             Op::Heartbeat => {
@@ -152,6 +148,7 @@ impl Drivers {
                     .await
                     .map_err(|e| e.to_string())?;
                 check_relay(&status, true)?;
+                self.dead_man_heartbeat(&name).await;
                 self.note_timer(&name, &status, true)?;
                 Ok(Some(report(&status)))
             }
@@ -195,11 +192,13 @@ impl Drivers {
                             payload,
                             retain,
                         } => {
-                            let publish = self
-                                .publish
+                            let mqtt = self
+                                .mqtt
                                 .as_ref()
                                 .ok_or("MQTT actions need the embedded broker")?;
-                            publish(topic.clone(), payload.clone().into_bytes(), *retain).await?;
+                            mqtt.publish_action(topic, payload.as_bytes(), *retain)
+                                .await
+                                .map_err(|e| format!("{name}: {e}"))?;
                             done = true;
                         }
                         _ => return Err(format!("{name} is not an MQTT action")),
@@ -226,6 +225,23 @@ impl Drivers {
         match self.get(name)? {
             Driver::Plug(p) => Ok((name.clone(), p.clone())),
             _ => Err(format!("{name} is not a plug")),
+        }
+    }
+
+    /// Renew the Shelly Gen2 dead-man script's allowance (`firmware/shelly/deadman.js`):
+    /// `{"grant_s": N}` on `<prefix>/venued/heartbeat`, N the fail-safe, so the script
+    /// and the plug's timer agree. A plug without the script ignores it; a failure is
+    /// logged (the plug's own timer is the primary fail-safe).
+    async fn dead_man_heartbeat(&self, plug: &DeviceName) {
+        let Some(mqtt) = &self.mqtt else { return };
+        let Some(crate::devices::mqtt::Wire::ShellyGen2 { prefix, .. }) = mqtt.wire(plug) else {
+            return;
+        };
+        let grant = self.failsafe.as_secs().clamp(1, DEAD_MAN_MAX_GRANT_S);
+        let payload = format!("{{\"grant_s\":{grant}}}");
+        let topic = format!("{prefix}/{DEAD_MAN_TOPIC}");
+        if let Err(e) = mqtt.publish_action(&topic, payload.as_bytes(), false).await {
+            tracing::warn!(%plug, error = %e, "dead-man heartbeat not published");
         }
     }
 
@@ -274,6 +290,11 @@ impl Drivers {
         Ok(())
     }
 }
+
+/// Under the plug's MQTT prefix; what `firmware/shelly/deadman.js` subscribes to.
+pub const DEAD_MAN_TOPIC: &str = "venued/heartbeat";
+/// The script accepts grants of 1 to 3600 s.
+const DEAD_MAN_MAX_GRANT_S: u64 = 3600;
 
 fn driver(device: &Device, password: Option<&str>, timeout: Duration) -> Result<Driver, String> {
     let err = |e: DeviceError| format!("{}: {e}", device.name);

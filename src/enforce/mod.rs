@@ -16,11 +16,12 @@ pub mod metrics;
 pub mod track;
 
 use crate::config::{ConsolesConfig, ResponsesConfig};
+use crate::devices::mqtt::MqttPlugs;
 use crate::domain::device::{Device, DeviceName};
 use crate::domain::enforcement::{ActionOutcome, PowerSample, whole_watts};
 use crate::domain::{Actor, Command, StationId};
 use crate::engine::{Engine, Request};
-use drivers::{Drivers, Publish};
+use drivers::Drivers;
 use jiff::Timestamp;
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -57,6 +58,31 @@ impl From<&ConsolesConfig> for Settings {
     }
 }
 
+/// Plugs that push their state over MQTT are still polled over HTTP, this many times
+/// more rarely: a check, not the channel.
+const MQTT_POLL_EVERY: u64 = 6;
+
+/// The next pushed report; pending forever without MQTT. A hub that fell behind skips
+/// what it missed (the next poll catches up).
+async fn recv_report(
+    rx: &mut Option<tokio::sync::broadcast::Receiver<(DeviceName, crate::devices::mqtt::Report)>>,
+) -> Option<(DeviceName, crate::devices::mqtt::Report)> {
+    let Some(rx) = rx else {
+        return std::future::pending().await;
+    };
+    loop {
+        match rx.recv().await {
+            Ok(r) => return Some(r),
+            Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                tracing::warn!(missed = n, "reconciler fell behind the plugs' MQTT reports");
+            }
+            Err(tokio::sync::broadcast::error::RecvError::Closed) => {
+                return std::future::pending().await;
+            }
+        }
+    }
+}
+
 /// A device call that finished.
 enum Done {
     Op {
@@ -80,7 +106,7 @@ enum Done {
 pub fn spawn(
     engine: Engine,
     settings: Settings,
-    publish: Option<Publish>,
+    mqtt: Option<MqttPlugs>,
     stop: watch::Receiver<bool>,
 ) -> tokio::task::JoinHandle<()> {
     let (tx, rx) = mpsc::channel(1024);
@@ -94,12 +120,13 @@ pub fn spawn(
             settings.device_timeout,
             settings.timing.failsafe,
             settings.commands.clone(),
-            publish.clone(),
+            mqtt.clone(),
         ),
         devices: BTreeMap::new(),
         engine,
         settings,
-        publish,
+        mqtt,
+        poll_round: 0,
         tracks: BTreeMap::new(),
         polling: BTreeMap::new(),
         tx,
@@ -110,7 +137,10 @@ pub fn spawn(
 struct Reconciler {
     engine: Engine,
     settings: Settings,
-    publish: Option<Publish>,
+    mqtt: Option<MqttPlugs>,
+    /// Counts poll rounds: plugs that push over MQTT are polled every
+    /// [`MQTT_POLL_EVERY`]th round only.
+    poll_round: u64,
     devices: BTreeMap<DeviceName, Device>,
     drivers: Drivers,
     tracks: BTreeMap<StationId, Track>,
@@ -148,6 +178,7 @@ async fn recorder(engine: Engine, mut rx: mpsc::Receiver<Command>) {
 impl Reconciler {
     async fn run(mut self, mut rx: mpsc::Receiver<Done>, mut stop: watch::Receiver<bool>) {
         let mut snapshots = self.engine.watch();
+        let mut pushed = self.mqtt.as_ref().map(MqttPlugs::reports);
         let start = Instant::now();
         let mut next_poll = start;
         let mut next_sample = start + self.settings.power_sample_interval;
@@ -172,6 +203,9 @@ impl Reconciler {
             tokio::select! {
                 changed = snapshots.changed() => if changed.is_err() { break },
                 Some(done) = rx.recv() => self.on_done(done),
+                report = recv_report(&mut pushed) => if let Some((plug, report)) = report {
+                    self.on_push(&plug, &report);
+                },
                 () = crate::runtime::sleep_until(wake) => {}
                 _ = stop.changed() => break,
             }
@@ -191,8 +225,16 @@ impl Reconciler {
                 self.settings.device_timeout,
                 self.settings.timing.failsafe,
                 self.settings.commands.clone(),
-                self.publish.clone(),
+                self.mqtt.clone(),
             );
+            if let Some(mqtt) = self.mqtt.clone() {
+                let devices = self.devices.clone();
+                tokio::spawn(async move {
+                    if let Err(e) = mqtt.set_devices(&devices).await {
+                        tracing::warn!(error = %e, "could not follow the device table over MQTT");
+                    }
+                });
+            }
         }
         let now = self.engine.now();
         self.tracks
@@ -251,11 +293,18 @@ impl Reconciler {
     /// Ask every plug for its status and check every router entry that should be
     /// there (the fallback for plugs that push nothing, and tamper detection).
     fn poll_all(&mut self) {
+        self.poll_round += 1;
+        let full_round = self.poll_round % MQTT_POLL_EVERY == 1;
         for (station, track) in &self.tracks {
             if self.polling.contains_key(station) {
                 continue;
             }
-            let plug = self.drivers.plug(&track.enforcement);
+            let pushes =
+                |name: &DeviceName| self.mqtt.as_ref().is_some_and(|m| m.wire(name).is_some());
+            let plug = self
+                .drivers
+                .plug(&track.enforcement)
+                .filter(|_| full_round || !track.enforcement.plug.as_ref().is_some_and(pushes));
             let entry = (track.blocked == Some(true))
                 .then(|| {
                     let net = track.enforcement.network.as_ref()?;
@@ -417,6 +466,29 @@ impl Reconciler {
                     }
                 }
             }
+        }
+    }
+
+    /// A report a plug pushed over MQTT, for every station it powers.
+    fn on_push(&mut self, plug: &DeviceName, r: &crate::devices::mqtt::Report) {
+        let now = self.engine.now();
+        let report = Report {
+            online: r.online,
+            relay: r.relay,
+            watts: r.power_w,
+            source: r.source.clone(),
+        };
+        let responses = self.settings.responses.clone();
+        let mut alerts = Vec::new();
+        for (station, track) in &mut self.tracks {
+            if track.enforcement.plug.as_ref() == Some(plug) {
+                for alert in track.report(&report, now, &responses) {
+                    alerts.push((station.clone(), alert));
+                }
+            }
+        }
+        for (station, alert) in alerts {
+            self.alert(&station, Some(plug.clone()), alert);
         }
     }
 

@@ -526,3 +526,83 @@ async fn a_plug_whose_firmware_ignores_a_re_arm_is_caught_and_gets_no_timer_afte
         "{events:#?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plug_on_mqtt_reports_by_push_a_hand_switch_and_going_offline_within_a_second() {
+    let dir = tempfile::tempdir().unwrap();
+    let marker = dir.path().join("standby.log");
+    // Polls every 30 s: whatever is seen sooner came over MQTT.
+    let text = config(&marker).replacen("poll-interval = \"100ms\"", "poll-interval = \"30s\"", 1);
+    let d = MqttDaemon::start_config(dir.path(), &text);
+    let mut cfg = Gen2Config {
+        password: Some(PLUG_PASSWORD.into()),
+        ..Gen2Config::new("AABBCC000009")
+    };
+    let prefix = format!("shellyplusplugs-{}", "aabbcc000009");
+    let (user, pass) = d.add_device("device:plug-07", &prefix);
+    cfg.mqtt = Some(venued::fakes::shelly::MqttConfig::new(
+        std::net::SocketAddr::from(([127, 0, 0, 1], d.plain)),
+        &user,
+        &pass,
+    ));
+    let plug = ShellyGen2::start(cfg).await.unwrap();
+    assert!(plug.wait_mqtt(true, WAIT).await);
+    let router = Router::start(MikrotikConfig::default()).await.unwrap();
+    d.cli(&[
+        "station", "add", "ps5-07", "--name", "PS5 7", "--kind", "console", "--json",
+    ]);
+    let host = plug.http_addr().to_string();
+    cli_stdin(
+        &d,
+        &[
+            "device",
+            "add",
+            "plug-07",
+            "--type",
+            "shelly_gen2",
+            "--host",
+            &host,
+            "--mqtt-prefix",
+            &prefix,
+            "--password-stdin",
+            "--json",
+        ],
+        PLUG_PASSWORD,
+    );
+    d.cli(&[
+        "station", "enforce", "ps5-07", "--plug", "plug-07", "--json",
+    ]);
+    // venued asks a plug it starts following to report, over MQTT.
+    wait_for("the hub's status query", || {
+        plug.requests()
+            .iter()
+            .any(|r| r.starts_with("MQTT") && r.contains("GetStatus"))
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    // A press at the plug: pushed, caught, switched back (over HTTP) within a second.
+    plug.press_button();
+    let back = wait_for("the relay switched back off", || !plug.relay_on()).await;
+    assert!(back < Duration::from_secs(2), "took {back:?}");
+
+    // A session, then the plug drops off the network: its will says so at once.
+    d.cli(&["session", "start", "ps5-07", "30m", "--json"]);
+    wait_for("the plug powered", || plug.relay_on()).await;
+    plug.set_fault(venued::fakes::shelly::Fault::Offline);
+    let offline = wait_for("the offline alert", || {
+        enforcement_events(&d)
+            .iter()
+            .any(|k| k["alert"] == "plug_offline")
+    })
+    .await;
+    assert!(offline < Duration::from_secs(5), "took {offline:?}");
+    plug.set_fault(venued::fakes::shelly::Fault::None);
+    let events = enforcement_events(&d);
+    assert!(
+        events
+            .iter()
+            .any(|k| k["alert"] == "relay_switched_by_hand"),
+        "{events:#?}"
+    );
+}
