@@ -547,7 +547,6 @@ async fn a_plug_on_mqtt_reports_by_push_a_hand_switch_and_going_offline_within_a
     ));
     let plug = ShellyGen2::start(cfg).await.unwrap();
     assert!(plug.wait_mqtt(true, WAIT).await);
-    let router = Router::start(MikrotikConfig::default()).await.unwrap();
     d.cli(&[
         "station", "add", "ps5-07", "--name", "PS5 7", "--kind", "console", "--json",
     ]);
