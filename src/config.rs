@@ -363,6 +363,28 @@ impl std::error::Error for ConfigError {}
 /// Where overrides come from; `std::env::var` in production, a map in tests.
 pub type EnvLookup<'a> = &'a dyn Fn(&str) -> Option<String>;
 
+/// `Err((key, reason))` unless `lo <= v <= hi`.
+fn in_range(
+    key: &'static str,
+    v: SignedDuration,
+    lo: SignedDuration,
+    hi: SignedDuration,
+) -> Result<(), (&'static str, String)> {
+    if v < lo || v > hi {
+        Err((
+            key,
+            format!(
+                "must be between {} and {} (got {})",
+                exact(lo),
+                exact(hi),
+                exact(v)
+            ),
+        ))
+    } else {
+        Ok(())
+    }
+}
+
 impl Config {
     /// Parse and validate a file's text. `file` is only used in messages.
     pub fn parse(text: &str, file: Option<&Path>) -> Result<Self, ConfigError> {
@@ -465,17 +487,7 @@ impl Config {
             ),
         ];
         for (key, v, lo, hi) in bounds {
-            if v < lo || v > hi {
-                return Err((
-                    key,
-                    format!(
-                        "must be between {} and {} (got {})",
-                        exact(lo),
-                        exact(hi),
-                        exact(v)
-                    ),
-                ));
-            }
+            in_range(key, v, lo, hi)?;
         }
         use AutoResponse::{Alert, Block, PowerOff, Restore};
         let r = &c.responses;
@@ -541,21 +553,7 @@ impl Config {
     }
 
     fn validate(&self) -> Result<(), (&'static str, String)> {
-        let range = |key, v: SignedDuration, lo: SignedDuration, hi: SignedDuration| {
-            if v < lo || v > hi {
-                Err((
-                    key,
-                    format!(
-                        "must be between {} and {} (got {})",
-                        exact(lo),
-                        exact(hi),
-                        exact(v)
-                    ),
-                ))
-            } else {
-                Ok(())
-            }
-        };
+        let range = in_range;
         let secs = SignedDuration::from_secs;
         if jiff::tz::TimeZone::get(&self.venue.timezone).is_err() {
             return Err((

@@ -117,33 +117,12 @@ struct Venue {
 /// A daemon with one console station `ps5-07` on a Gen2 plug and the router, with the
 /// standby program and the ladder given.
 async fn venue(ladder: &[&str]) -> Venue {
-    let dir = tempfile::tempdir().unwrap();
-    let marker = dir.path().join("standby.log");
-    let file = dir.path().join("venued.toml");
-    std::fs::write(&file, config(&marker)).unwrap();
-    let d = MqttDaemon::start_with(
-        dir.path(),
-        &[
-            ("VENUED_CONFIG_FILE", file.to_str().unwrap()),
-            ("VENUED_LOG", "venued::enforce=debug,info"),
-        ],
-    );
-    let plug = ShellyGen2::start(Gen2Config {
-        password: Some(PLUG_PASSWORD.into()),
-        load_w: 0.0,
-        ..Gen2Config::new("AABBCC000007")
-    })
+    venue_rearm(
+        "failsafe = \"30s\"",
+        ladder,
+        venued::fakes::shelly::ReArm::Restarts,
+    )
     .await
-    .unwrap();
-    let router = Router::start(MikrotikConfig::default()).await.unwrap();
-    setup_station(&d, &plug, &router, ladder);
-    Venue {
-        d,
-        plug,
-        router,
-        marker,
-        _dir: dir,
-    }
 }
 
 fn setup_station(d: &MqttDaemon, plug: &ShellyGen2, router: &Router, ladder: &[&str]) {
@@ -367,8 +346,19 @@ async fn venue_rearm(
 ) -> Venue {
     let dir = tempfile::tempdir().unwrap();
     let marker = dir.path().join("standby.log");
-    let text = config(&marker).replacen("failsafe = \"30s\"", consoles, 1);
-    let d = MqttDaemon::start_config(dir.path(), &text);
+    let file = dir.path().join("venued.toml");
+    std::fs::write(
+        &file,
+        config(&marker).replacen("failsafe = \"30s\"", consoles, 1),
+    )
+    .unwrap();
+    let d = MqttDaemon::start_with(
+        dir.path(),
+        &[
+            ("VENUED_CONFIG_FILE", file.to_str().unwrap()),
+            ("VENUED_LOG", "venued::enforce=debug,info"),
+        ],
+    );
     let plug = ShellyGen2::start(Gen2Config {
         password: Some(PLUG_PASSWORD.into()),
         rearm,
