@@ -595,3 +595,80 @@ async fn a_plug_on_mqtt_reports_by_push_a_hand_switch_and_going_offline_within_a
         "{events:#?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_plug_and_a_wrong_password_are_retried_recorded_and_alerted_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let marker = dir.path().join("standby.log");
+    let d = MqttDaemon::start_config(dir.path(), &config(&marker));
+    // A plug that answers, but not to this password; and one nobody listens for.
+    let plug = ShellyGen2::start(Gen2Config {
+        password: Some(PLUG_PASSWORD.into()),
+        ..Gen2Config::new("AABBCC00000A")
+    })
+    .await
+    .unwrap();
+    let closed = format!("127.0.0.1:{}", free_port());
+    for (station, device, host, password) in [
+        (
+            "ps5-01",
+            "plug-01",
+            plug.http_addr().to_string(),
+            "not the password",
+        ),
+        ("ps5-02", "plug-02", closed, PLUG_PASSWORD),
+    ] {
+        d.cli(&[
+            "station", "add", station, "--name", station, "--kind", "console", "--json",
+        ]);
+        cli_stdin(
+            &d,
+            &[
+                "device",
+                "add",
+                device,
+                "--type",
+                "shelly_gen2",
+                "--host",
+                &host,
+                "--password-stdin",
+                "--json",
+            ],
+            password,
+        );
+        d.cli(&["station", "enforce", station, "--plug", device, "--json"]);
+        d.cli(&["session", "start", station, "30m", "--json"]);
+    }
+    let failing = |events: &[Value], station: &str| {
+        events
+            .iter()
+            .filter(|k| k["alert"] == "device_failing" && k["station"] == station)
+            .count()
+    };
+    wait_for("both plugs alerted as failing", || {
+        let events = enforcement_events(&d);
+        failing(&events, "ps5-01") == 1 && failing(&events, "ps5-02") == 1
+    })
+    .await;
+    // Retries go on with back-off, each recorded with its error; the alert stays one.
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let events = enforcement_events(&d);
+    let errors = |station: &str| -> Vec<String> {
+        events
+            .iter()
+            .filter(|k| k["station"] == station && k["outcome"] == "failed")
+            .map(|k| k["error"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let wrong = errors("ps5-01");
+    assert!(wrong.len() >= 3, "{events:#?}");
+    assert!(wrong.iter().all(|e| e.contains("credentials")), "{wrong:?}");
+    let gone = errors("ps5-02");
+    assert!(gone.len() >= 3, "{events:#?}");
+    assert!(gone.iter().all(|e| e.contains("cannot reach")), "{gone:?}");
+    assert_eq!(failing(&events, "ps5-01"), 1);
+    assert_eq!(failing(&events, "ps5-02"), 1);
+    assert!(!plug.relay_on());
+    // The daemon goes on answering.
+    d.cli(&["station", "list", "--json"]);
+}
