@@ -228,18 +228,31 @@ impl Drivers {
         }
     }
 
-    /// Renew the Shelly Gen2 dead-man script's allowance (`firmware/shelly/deadman.js`):
-    /// `{"grant_s": N}` on `<prefix>/venued/heartbeat`, N the fail-safe, so the script
-    /// and the plug's timer agree. A plug without the script ignores it; a failure is
-    /// logged (the plug's own timer is the primary fail-safe).
+    /// Renew the plug's dead-man over MQTT, so it and the plug's timer agree:
+    /// - Shelly Gen2, the script `firmware/shelly/deadman.js`: `{"grant_s": N}` on
+    ///   `<prefix>/venued/heartbeat`, N the fail-safe in seconds;
+    /// - Tasmota, the rule `venued device provision` installs: `RuleTimer1 <N>` on
+    ///   `cmnd/<topic>/RuleTimer1`.
+    ///
+    /// A plug without the script or rule ignores it; a failure is logged (the plug's own
+    /// flip-back timer is the primary fail-safe).
     async fn dead_man_heartbeat(&self, plug: &DeviceName) {
+        use crate::devices::mqtt::Wire;
         let Some(mqtt) = &self.mqtt else { return };
-        let Some(crate::devices::mqtt::Wire::ShellyGen2 { prefix, .. }) = mqtt.wire(plug) else {
-            return;
+        let (topic, payload) = match mqtt.wire(plug) {
+            Some(Wire::ShellyGen2 { prefix, .. }) => {
+                let grant = self.failsafe.as_secs().clamp(1, DEAD_MAN_MAX_GRANT_S);
+                (
+                    format!("{prefix}/{DEAD_MAN_TOPIC}"),
+                    format!("{{\"grant_s\":{grant}}}"),
+                )
+            }
+            Some(Wire::Tasmota { topic }) => {
+                let (command, payload) = crate::devices::failsafe::tasmota_heartbeat(self.failsafe);
+                (format!("cmnd/{topic}/{command}"), payload)
+            }
+            _ => return,
         };
-        let grant = self.failsafe.as_secs().clamp(1, DEAD_MAN_MAX_GRANT_S);
-        let payload = format!("{{\"grant_s\":{grant}}}");
-        let topic = format!("{prefix}/{DEAD_MAN_TOPIC}");
         if let Err(e) = mqtt.publish_action(&topic, payload.as_bytes(), false).await {
             tracing::warn!(%plug, error = %e, "dead-man heartbeat not published");
         }

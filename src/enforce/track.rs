@@ -698,4 +698,73 @@ mod tests {
         assert_eq!(alert.kind, AlertKind::RouterEntryRemoved);
         assert_eq!(t.blocked, None, "restore: re-added by the next pass");
     }
+
+    #[test]
+    fn power_with_no_session_is_one_alert_per_episode_and_power_off_holds_the_relay_off() {
+        let mut t = Track::new(enforced());
+        let r = ResponsesConfig {
+            power_without_session: AutoResponse::PowerOff,
+            ..ResponsesConfig::default()
+        };
+        t.follow(None, ts());
+        let drawing = |w: f64| Report {
+            online: Some(true),
+            relay: Some(true),
+            watts: Some(w),
+            source: None,
+        };
+        let alerts = t.polled(drawing(120.0), 0, ts(), &r);
+        assert_eq!(alerts.len(), 1, "{alerts:?}");
+        assert_eq!(alerts[0].kind, AlertKind::PowerWithoutSession);
+        assert_eq!(alerts[0].response, AutoResponse::PowerOff);
+        assert!(
+            t.polled(drawing(118.0), 0, ts(), &r).is_empty(),
+            "same episode"
+        );
+        let timing = Timing {
+            retry_min: Duration::from_millis(10),
+            retry_max: Duration::from_millis(100),
+            failsafe: Duration::from_secs(30),
+        };
+        assert_eq!(
+            t.due(ts(), Instant::now(), &timing),
+            [Op::Relay { on: false }]
+        );
+        // Below the threshold ends the episode; drawing again is a new one.
+        t.finished(
+            Op::Relay { on: false },
+            Ok(None),
+            ts(),
+            Instant::now(),
+            &timing,
+        );
+        let off = Report {
+            relay: Some(false),
+            watts: Some(0.0),
+            ..drawing(0.0)
+        };
+        assert!(t.polled(off, t.relay_epoch(), ts(), &r).is_empty());
+        let again = t.polled(drawing(90.0), t.relay_epoch(), ts(), &r);
+        let kinds: Vec<AlertKind> = again.iter().map(|a| a.kind).collect();
+        assert_eq!(
+            kinds,
+            [
+                AlertKind::RelaySwitchedByHand,
+                AlertKind::PowerWithoutSession
+            ]
+        );
+        // A session running: drawing power is what it is for.
+        let mut playing = Track::new(enforced());
+        let session = crate::domain::session::Session {
+            id: crate::domain::SessionId(1),
+            station: crate::domain::StationId::parse("ps5").unwrap(),
+            started_at: ts(),
+            purchased: Some(jiff::SignedDuration::from_mins(30)),
+            used_before: jiff::SignedDuration::ZERO,
+            warned: None,
+            phase: Phase::Running { since: ts() },
+        };
+        playing.follow(Some(&session), ts());
+        assert!(playing.polled(drawing(150.0), 0, ts(), &r).is_empty());
+    }
 }
