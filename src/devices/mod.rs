@@ -7,6 +7,7 @@ pub mod failsafe;
 pub mod http;
 pub mod mikrotik;
 pub mod plug;
+pub mod provision;
 
 use std::time::Duration;
 
