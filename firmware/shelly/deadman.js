@@ -13,17 +13,21 @@
 //   - anything else is malformed: ignored (it renews nothing and switches nothing).
 // venued sends it while a session runs on the plug, well inside the grace.
 //
-// Rule, checked every CHECK_S seconds: if the relay is on and the quiet time (seconds
-// since the last valid heartbeat, or since the relay was last seen off, whichever is
-// later) exceeds the allowance (grant_s of the last beat, else the grace), switch it
-// off once (Switch.Set on=false) and record why in KVS "venued.deadman_tripped".
-// So the relay goes off between grace and grace + CHECK_S after the last heartbeat,
-// and a hand switch-on with no heartbeat goes off again within grace + 2 * CHECK_S.
+// Rule, checked every CHECK_S (5) seconds: quiet_s counts the seconds since the last
+// valid heartbeat, or since the relay was last seen off, whichever is later. When the
+// relay is on and quiet_s has passed the allowance (grant_s of the last beat, else the
+// grace) by a full check, the script switches it off once (Switch.Set on=false) and
+// records why in KVS "venued.deadman_tripped". So the relay goes off more than the
+// allowance and at most allowance + CHECK_S after the last heartbeat (allowance a
+// multiple of CHECK_S; otherwise within allowance + 2 * CHECK_S), and a hand switch-on
+// with no heartbeat goes off again just as long after the switch-on.
 //
 // KVS keys (read with KVS.Get / written with KVS.Set through Shelly.call):
 //   venued.deadman_s        grace in seconds, read once at start (number or digit
 //                           string, 10..86400; default 120; anything else: default)
-//   venued.deadman_tripped  written on each cut: {"quiet_s":Q,"allowed_s":A,"trips":T}
+//   venued.deadman_tripped  written on each cut, a JSON string:
+//                           {"quiet_s":Q,"allowed_s":A,"trips":T} (T counts cuts since
+//                           the script started)
 //
 // Language: written to the subset both Shelly interpreters accept, so one file works
 // on 0.x firmware (mJS) and on >= 1.0 firmware (modified Espruino):
@@ -32,9 +36,10 @@
 //   - top-level named functions only, no closures (mJS: "Closures are not supported")
 //     [1], each defined before the top-level code that refers to it (the Espruino
 //     interpreter has no hoisting) [2];
-//   - no classes, promises or async [2], no try/catch (no exceptions in mJS [1]), so
+//   - no classes, promises or async [2], no try/catch (mJS: "No exceptions" [6]), so
 //     no JSON.parse on untrusted input: the heartbeat is scanned by hand;
-//   - string methods limited to length, indexOf and slice.
+//   - of the standard library only what mJS documents: String length, slice and
+//     charCodeAt, JSON.stringify [6] (JSON.parse throws on bad input: not used).
 // Resources: one repeating timer, one MQTT subscription (limit 10 per script [3]),
 // at most one Shelly.call in flight ("Too many calls in progress" stops a script).
 // APIs: Timer.set(ms, repeat, cb) [4], Shelly.call(method, params, cb) with
@@ -46,6 +51,7 @@
 // [3] https://shelly-api-docs.shelly.cloud/gen2/Scripts/APIs/MQTT
 // [4] https://shelly-api-docs.shelly.cloud/gen2/Scripts/APIs/Timer
 // [5] https://shelly-api-docs.shelly.cloud/gen2/Scripts/APIs/Shelly
+// [6] https://github.com/cesanta/mjs (README, "Restrictions" and "Built-in API")
 //
 // Unverified on real hardware: see firmware/README.md.
 
@@ -59,6 +65,7 @@ let MAX_PAYLOAD = 128;
 let GRACE_KEY = "venued.deadman_s";
 let TRIPPED_KEY = "venued.deadman_tripped";
 let HEARTBEAT_SUFFIX = "/venued/heartbeat";
+let GRANT_WORD = "\"grant_s\"";
 
 let grace_s = DEFAULT_GRACE_S;
 let allowed_s = DEFAULT_GRACE_S;
@@ -68,54 +75,99 @@ let trips = 0;
 let beats = 0;
 let malformed = 0;
 
-// The unsigned integer at s[i..] (at most 6 digits), or -1.
-function uint_at(s, i) {
-  let n = 0;
-  let k = 0;
-  while (i + k < s.length && k < 7) {
-    let d = "0123456789".indexOf(s.slice(i + k, i + k + 1));
-    if (d < 0) {
-      break;
-    }
-    n = n * 10 + d;
-    k = k + 1;
+// Character codes (mJS strings are byte strings; charCodeAt is all both engines share
+// for looking at characters, with slice and length).
+let C_0 = 48;
+let C_9 = 57;
+let C_SPACE = 32;
+let C_TAB = 9;
+let C_LF = 10;
+let C_CR = 13;
+let C_OPEN = 123;
+let C_CLOSE = 125;
+let C_COLON = 58;
+let C_COMMA = 44;
+
+function is_digit(s, i) {
+  if (i >= s.length) {
+    return false;
   }
-  if (k === 0 || k > 6) {
-    return -1;
-  }
-  return n;
+  let c = s.charCodeAt(i);
+  return c >= C_0 && c <= C_9;
 }
 
-// Index of the first character at or after i that is not a space, tab or newline.
-function skip_ws(s, i) {
-  while (i < s.length && " \t\r\n".indexOf(s.slice(i, i + 1)) >= 0) {
+// Index just past the digits that start at s[i] (i itself when there are none).
+function digits_end(s, i) {
+  while (is_digit(s, i)) {
     i = i + 1;
   }
   return i;
 }
 
-// Seconds granted by a heartbeat payload: grace for an empty one, N for
-// {"grant_s": N}, -1 when malformed.
-function grant_of(msg) {
-  if (typeof msg !== "string") {
+// The unsigned integer of 1 to 6 digits at s[i..], or -1.
+function uint_at(s, i) {
+  let end = digits_end(s, i);
+  if (end === i || end - i > 6) {
     return -1;
   }
-  if (msg.length > MAX_PAYLOAD) {
+  let n = 0;
+  while (i < end) {
+    n = n * 10 + (s.charCodeAt(i) - C_0);
+    i = i + 1;
+  }
+  return n;
+}
+
+// Index of the first character at or after i that is not a space, tab, CR or LF.
+function skip_ws(s, i) {
+  while (i < s.length) {
+    let c = s.charCodeAt(i);
+    if (c !== C_SPACE && c !== C_TAB && c !== C_LF && c !== C_CR) {
+      return i;
+    }
+    i = i + 1;
+  }
+  return i;
+}
+
+// Index of the first occurrence of word in s, or -1 (s is at most MAX_PAYLOAD long).
+function find(s, word) {
+  let i = 0;
+  while (i + word.length <= s.length) {
+    if (s.slice(i, i + word.length) === word) {
+      return i;
+    }
+    i = i + 1;
+  }
+  return -1;
+}
+
+function code_at(s, i) {
+  if (i >= s.length) {
+    return -1;
+  }
+  return s.charCodeAt(i);
+}
+
+// Seconds granted by a heartbeat payload: the grace for an empty one, N for
+// {"grant_s": N}, -1 when malformed.
+function grant_of(msg) {
+  if (typeof msg !== "string" || msg.length > MAX_PAYLOAD) {
     return -1;
   }
   let i = skip_ws(msg, 0);
   if (i === msg.length) {
     return grace_s;
   }
-  if (msg.slice(i, i + 1) !== "{") {
+  if (code_at(msg, i) !== C_OPEN) {
     return -1;
   }
-  let k = msg.indexOf("\"grant_s\"");
+  let k = find(msg, GRANT_WORD);
   if (k < 0) {
     return -1;
   }
-  i = skip_ws(msg, k + 9);
-  if (msg.slice(i, i + 1) !== ":") {
+  i = skip_ws(msg, k + GRANT_WORD.length);
+  if (code_at(msg, i) !== C_COLON) {
     return -1;
   }
   i = skip_ws(msg, i + 1);
@@ -123,12 +175,8 @@ function grant_of(msg) {
   if (n < 1 || n > MAX_GRANT_S) {
     return -1;
   }
-  while (i < msg.length && "0123456789".indexOf(msg.slice(i, i + 1)) >= 0) {
-    i = i + 1;
-  }
-  i = skip_ws(msg, i);
-  let next = msg.slice(i, i + 1);
-  if (next !== "," && next !== "}") {
+  let c = code_at(msg, skip_ws(msg, digits_end(msg, i)));
+  if (c !== C_COMMA && c !== C_CLOSE) {
     return -1;
   }
   return n;
@@ -157,8 +205,8 @@ function on_cut(result, error_code, error_message) {
     return;
   }
   trips = trips + 1;
-  let why = "{\"quiet_s\":" + quiet_s + ",\"allowed_s\":" + allowed_s + ",\"trips\":" + trips + "}";
-  print("venued-deadman: no heartbeat, relay switched off " + why);
+  let why = JSON.stringify({quiet_s: quiet_s, allowed_s: allowed_s, trips: trips});
+  print("venued-deadman: no heartbeat, relay switched off", why);
   Shelly.call("KVS.Set", {key: TRIPPED_KEY, value: why}, on_recorded);
 }
 
@@ -174,7 +222,9 @@ function on_status(result, error_code, error_message) {
     busy = false;
     return;
   }
-  if (quiet_s <= allowed_s) {
+  // quiet_s grows in steps of CHECK_S and the first step after a beat may come an
+  // instant after it: only a full step beyond the allowance proves the allowance gone.
+  if (quiet_s < allowed_s + CHECK_S) {
     busy = false;
     return;
   }
@@ -203,17 +253,15 @@ function on_mqtt_config(result, error_code, error_message) {
   MQTT.subscribe(result.topic_prefix + HEARTBEAT_SUFFIX, on_heartbeat);
 }
 
-// The grace as a whole number of seconds from a KVS value, or -1.
+// The grace as a whole number of seconds from a KVS value (a number or a string of
+// digits), or -1 when it is anything else or out of range.
 function grace_of(v) {
   let n = -1;
   if (typeof v === "number" && v % 1 === 0) {
     n = v;
   }
-  if (typeof v === "string" && v.length <= 6) {
+  if (typeof v === "string" && digits_end(v, 0) === v.length) {
     n = uint_at(v, 0);
-    if (n >= 0 && ("" + n).length !== v.length) {
-      n = -1;
-    }
   }
   if (n < MIN_GRACE_S || n > MAX_GRACE_S) {
     return -1;
