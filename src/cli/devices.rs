@@ -4,7 +4,9 @@
 use super::client::{Client, ClientError};
 use super::commands::{Mutating, Output, encode, print_json};
 use crate::devices::mikrotik::{RuleState, SetupReport};
+use crate::devices::provision::Outcome;
 use crate::domain::device::{Device, DeviceKind, Enforcement};
+use crate::http::devices::{DeviceProblem, DeviceTest, MikrotikSetupAnswer, ProvisionReport};
 use clap::{Args, Subcommand};
 use hyper::Method;
 use serde_json::{Value, json};
@@ -25,6 +27,25 @@ pub enum DeviceCmd {
         name: String,
         #[command(flatten)]
         m: Mutating,
+    },
+    /// Reach a device with its stored address and password and show what it says (a
+    /// plug's model, firmware, relay and draw; a router's clock and address list);
+    /// changes nothing. Exits non-zero when the device cannot be reached.
+    Test {
+        name: String,
+        #[command(flatten)]
+        o: Output,
+    },
+    /// Write a plug's own fail-safe into it (power-on state off, auto-off, the dead-man
+    /// rule or script) and report each item; safe to repeat. Exits non-zero when the
+    /// plug cannot be reached or an item failed.
+    Provision {
+        name: String,
+        /// Only show what would change; change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        #[command(flatten)]
+        o: Output,
     },
     /// Check a MikroTik router's console-blocking firewall rules; --apply creates the
     /// missing ones (above FastTrack, in order). Safe to repeat.
@@ -242,8 +263,49 @@ pub async fn run(client: &Client, cmd: DeviceCmd) -> Result<ExitCode, ClientErro
                 .await?;
             println!("device {name} removed");
         }
+        DeviceCmd::Test { name, o } => {
+            let t: DeviceTest = client
+                .call(
+                    Method::POST,
+                    &format!("/api/v1/devices/{}/test", encode(&name)),
+                    None,
+                    None,
+                )
+                .await?;
+            if o.json {
+                print_json(&t);
+            }
+            if let Some(e) = &t.error {
+                return Ok(not_reached(&t.name.to_string(), e));
+            }
+            if !o.json {
+                println!("device {} ({}): {}", t.name, t.kind, t.summary);
+            }
+        }
+        DeviceCmd::Provision { name, dry_run, o } => {
+            let r: ProvisionReport = client
+                .call(
+                    Method::POST,
+                    &format!("/api/v1/devices/{}/provision", encode(&name)),
+                    Some(&json!({ "dry_run": dry_run })),
+                    None,
+                )
+                .await?;
+            if o.json {
+                print_json(&r);
+            }
+            if let Some(e) = &r.error {
+                return Ok(not_reached(&r.name.to_string(), e));
+            }
+            if !o.json {
+                print_provision(&r);
+            }
+            if r.items.iter().any(|i| i.outcome == Outcome::Failed) {
+                return Ok(ExitCode::FAILURE);
+            }
+        }
         DeviceCmd::MikrotikSetup { name, apply, o } => {
-            let report: SetupReport = client
+            let answer: MikrotikSetupAnswer = client
                 .call(
                     Method::POST,
                     &format!("/api/v1/devices/{}/mikrotik-setup", encode(&name)),
@@ -252,9 +314,14 @@ pub async fn run(client: &Client, cmd: DeviceCmd) -> Result<ExitCode, ClientErro
                 )
                 .await?;
             if o.json {
-                print_json(&report);
-            } else {
-                print_setup(&name, &report);
+                print_json(&answer);
+            }
+            if let Some(e) = &answer.error {
+                return Ok(not_reached(&name, e));
+            }
+            let report = &answer.report;
+            if !o.json {
+                print_setup(&name, report);
             }
             // An apply that could not complete the setup fails, so scripts notice; a
             // check only reports.
@@ -264,6 +331,55 @@ pub async fn run(client: &Client, cmd: DeviceCmd) -> Result<ExitCode, ClientErro
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// A device that could not be used: its problem on stderr (with the code, for scripts),
+/// and a failure exit.
+fn not_reached(name: &str, e: &DeviceProblem) -> ExitCode {
+    eprintln!(
+        "venued: device {name} not reached: {} ({})",
+        e.message, e.code
+    );
+    ExitCode::FAILURE
+}
+
+/// One line per item: `unchanged`, `old -> new`, `would change old -> new`, or why it
+/// failed; then the verdict.
+fn print_provision(r: &ProvisionReport) {
+    println!(
+        "device {} ({}){}",
+        r.name,
+        r.kind,
+        if r.dry_run {
+            ": dry run, nothing changed"
+        } else {
+            ""
+        }
+    );
+    let width = r.items.iter().map(|i| i.item.len()).max().unwrap_or(0);
+    for i in &r.items {
+        let old = i.old.as_deref().unwrap_or("?");
+        let what = match i.outcome {
+            Outcome::Unchanged => format!("unchanged ({})", i.new),
+            Outcome::Changed => format!("changed ({old} -> {})", i.new),
+            Outcome::WouldChange => format!("would change ({old} -> {})", i.new),
+            Outcome::Failed => {
+                format!("failed ({})", i.why.as_deref().unwrap_or("no reason given"))
+            }
+        };
+        println!("  {:<width$}  {what}", i.item);
+    }
+    let count = |o: Outcome| r.items.iter().filter(|i| i.outcome == o).count();
+    let (failed, pending) = (count(Outcome::Failed), count(Outcome::WouldChange));
+    if failed > 0 {
+        println!("{failed} item(s) failed: the fail-safe is incomplete; fix and run again");
+    } else if pending > 0 {
+        println!("{pending} item(s) would change: run without --dry-run to apply");
+    } else if count(Outcome::Changed) > 0 {
+        println!("the fail-safe is in place");
+    } else {
+        println!("the fail-safe was already in place; nothing to do");
+    }
 }
 
 fn state_name(s: RuleState) -> &'static str {

@@ -430,6 +430,38 @@ impl Mikrotik {
         parse_clock(&row).map_err(|e| DeviceError::Malformed(self.who(), e))
     }
 
+    /// What the router says about itself, read-only, for `venued device test`: its
+    /// clock, board and RouterOS version (`/system/resource`), and how many entries the
+    /// device's list holds (RouterOS has no empty lists: 0 means the list does not exist
+    /// yet; the first block creates it).
+    pub async fn probe(&self) -> Result<RouterProbe, DeviceError> {
+        let clock = self.clock().await?;
+        let v = self
+            .call(Method::GET, "/rest/system/resource", None)
+            .await
+            .map_err(|f| self.device_error(f))?;
+        let resource = row(&v).map_err(|e| DeviceError::Malformed(self.who(), e))?;
+        let path = format!(
+            "/rest/ip/firewall/address-list?{}",
+            query_string(&[
+                ("list", self.list.clone()),
+                (".proplist", ".id,list".into())
+            ])
+        );
+        let entries = self
+            .get_rows(&path)
+            .await?
+            .iter()
+            .filter(|r| r.get("list") == Some(&self.list))
+            .count();
+        Ok(RouterProbe {
+            clock,
+            board: resource.get("board-name").cloned(),
+            version: resource.get("version").cloned(),
+            list_entries: entries,
+        })
+    }
+
     // ---- TLS ---------------------------------------------------------------------------
 
     /// The SHA-256 fingerprint of the certificate the router presents, as
@@ -907,6 +939,16 @@ pub struct RuleCheck {
     /// Why it is misplaced or different.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub problem: Option<String>,
+}
+
+/// What [`Mikrotik::probe`] read.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RouterProbe {
+    pub clock: jiff::Timestamp,
+    pub board: Option<String>,
+    pub version: Option<String>,
+    /// Entries (IPv4) on the device's address list.
+    pub list_entries: usize,
 }
 
 /// The answer of [`Mikrotik::setup`].

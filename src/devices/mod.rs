@@ -8,6 +8,7 @@ pub mod http;
 pub mod mikrotik;
 pub mod mqtt;
 pub mod plug;
+pub mod provision;
 
 use std::time::Duration;
 

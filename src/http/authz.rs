@@ -47,7 +47,11 @@ pub fn required(method: &Method, route: &str) -> Option<Permission> {
         // whether a console can be cut off: both are station management.
         ("GET" | "POST", "/api/v1/devices")
         | ("GET" | "DELETE", "/api/v1/devices/{name}")
-        // Changes the venue router's firewall: as much station management as the rest.
+        // Reads a device with its stored password: station management, like the device.
+        | ("POST", "/api/v1/devices/{name}/test")
+        // Changes a plug's fail-safe settings and the venue router's firewall: as much
+        // station management as the rest.
+        | ("POST", "/api/v1/devices/{name}/provision")
         | ("POST", "/api/v1/devices/{name}/mikrotik-setup")
         | ("GET" | "PUT" | "DELETE", "/api/v1/stations/{id}/enforcement") => ManageStations,
         (

@@ -180,12 +180,13 @@ use super::api::{
     UserView, ZoneView,
 };
 use super::auth::{CreatedToken, Login, LoginAnswer, NewToken, Setup, TokenView};
-use super::devices::{MikrotikSetup, NewDevice};
+use super::devices::{
+    DeviceTest, MikrotikSetup, MikrotikSetupAnswer, NewDevice, Provision, ProvisionReport,
+};
 use super::enrollment::CreatedEnrollment;
 use super::mqtt_accounts::{CreatedAccount, NewAccount};
 use super::station_commands::{SendCommand, SentCommand};
 use super::stream::StreamQuery;
-use crate::devices::mikrotik::SetupReport;
 use crate::domain::device::{Device, DeviceName, Enforcement};
 use crate::domain::mqtt::MqttAccount;
 use crate::engine::Reply;
@@ -219,6 +220,13 @@ const DEVICE_NAME: &[Param] = &[Param {
 const ROUTER_NAME: &[Param] = &[Param {
     name: "name",
     description: "The MikroTik router's device name.",
+    schema: schema::<DeviceName>,
+    example: "router",
+}];
+/// A device to test: the example is the router, so the documented example reaches one.
+const TESTED_DEVICE: &[Param] = &[Param {
+    name: "name",
+    description: "The device's name (a plug or a router).",
     schema: schema::<DeviceName>,
     example: "router",
 }];
@@ -921,7 +929,10 @@ pub const ROUTES: &[RouteDoc] = &[
                       the router (each REST call times out after 5 s, the whole call after \
                       25 s). Repeating it is safe without an `Idempotency-Key`: rules are \
                       looked up before any is added, so a second apply creates nothing. \
-                      Nothing is written to the event log.",
+                      Nothing is written to the event log. A router that cannot be reached \
+                      or refuses venued is not an error of venued: the answer is `200` with \
+                      `reached: false`, empty rule lists and `error.code` \
+                      `device_unreachable` or `device_error`.",
         path_params: ROUTER_NAME,
         body: Some(Body {
             schema: schema::<MikrotikSetup>,
@@ -932,8 +943,6 @@ pub const ROUTES: &[RouteDoc] = &[
             "invalid_device_name",
             "device_not_found",
             "wrong_device_kind",
-            "device_unreachable",
-            "device_error",
         ],
         ..read(
             "/api/v1/devices/{name}/mikrotik-setup",
@@ -942,8 +951,77 @@ pub const ROUTES: &[RouteDoc] = &[
             "Check or install a MikroTik router's console-blocking rules",
             &[ok(
                 200,
-                "Each rule before and after, and what was created.",
-                Content::Json(schema::<SetupReport>),
+                "Whether the router was reached; each rule before and after, and what was \
+                 created.",
+                Content::Json(schema::<MikrotikSetupAnswer>),
+            )],
+        )
+    },
+    RouteDoc {
+        method: "POST",
+        description: "Reaches the device with its stored address and password and reads \
+                      what it says, changing nothing: a plug's model, firmware, relay, draw \
+                      and whether its login is on; a router's board, RouterOS version, clock \
+                      and how many entries its address list holds. Each device call times \
+                      out after 5 s. A device that cannot be reached or refuses the stored \
+                      password is not an error of venued: the answer is `200` with \
+                      `reached: false` and `error.code` `device_unreachable` or \
+                      `device_error`. An MQTT action is not testable (it would have to be \
+                      run). Takes no body.",
+        path_params: TESTED_DEVICE,
+        errors: &[
+            "invalid_device_name",
+            "device_not_found",
+            "device_not_testable",
+        ],
+        ..read(
+            "/api/v1/devices/{name}/test",
+            "testDevice",
+            "devices",
+            "Reach a device and read what it says",
+            &[ok(
+                200,
+                "Whether the device was reached, and what it said.",
+                Content::Json(schema::<DeviceTest>),
+            )],
+        )
+    },
+    RouteDoc {
+        method: "POST",
+        description: "Writes a plug's own fail-safe into it (docs/devices.md): Tasmota \
+                      `PowerOnState 0`, `TelePeriod`, `PowerDelta1` and the `RuleTimer1` \
+                      dead-man rule, enabled; Shelly Gen2 `initial_state: off`, `auto_off` \
+                      and the dead-man script `venued-deadman` (uploaded, enabled at boot, \
+                      running) with its grace in KVS; Shelly Gen1 `default_state: off` and \
+                      `auto_off`. Each item is read first and written only when it differs, \
+                      then read back, and reported `unchanged`, `changed` (`old`, `new`), \
+                      `would_change` (with `dry_run: true`, which changes nothing) or \
+                      `failed` (`why`). The body is optional (a bare POST provisions). Each \
+                      device call times out after 5 s, the whole call after 25 s. \
+                      Repeating it is safe without an `Idempotency-Key`: a second run \
+                      changes nothing. A plug that cannot be reached or refuses the stored \
+                      password: `200` with `reached: false` and `error`, nothing changed. \
+                      Routers (`mikrotik-setup`) and MQTT actions are not provisionable.",
+        path_params: DEVICE_NAME,
+        body: Some(Body {
+            schema: schema::<Provision>,
+            required: false,
+            example: r#"{"dry_run": true}"#,
+        }),
+        errors: &[
+            "invalid_device_name",
+            "device_not_found",
+            "device_not_provisionable",
+        ],
+        ..read(
+            "/api/v1/devices/{name}/provision",
+            "provisionDevice",
+            "devices",
+            "Write a plug's fail-safe into it",
+            &[ok(
+                200,
+                "Whether the plug was reached, and each item of its fail-safe.",
+                Content::Json(schema::<ProvisionReport>),
             )],
         )
     },
@@ -1185,9 +1263,8 @@ pub const CODES: &[(&str, u16)] = &[
     ("device_exists", 409),
     ("device_in_use", 409),
     ("wrong_device_kind", 422),
-    // The device answered wrongly or not at all: venued is fine, its upstream is not.
-    ("device_unreachable", 502),
-    ("device_error", 502),
+    ("device_not_testable", 422),
+    ("device_not_provisionable", 422),
     ("station_exists", 409),
     ("station_busy", 409),
     ("session_ended", 409),

@@ -26,6 +26,7 @@ mod overlay;
 mod plugs;
 mod power_cut;
 mod protocol;
+mod provision;
 mod scheduler;
 mod stream_metrics;
 mod tls;

@@ -518,8 +518,17 @@ async fn every_mutating_operation_documents_the_idempotency_key_it_reads() {
     // Changes without a key, and why: login and logout touch only in-memory login state
     // and are safe to repeat; setup and enroll work once (the code is spent) and are
     // refused after; mikrotikSetup changes only the router, looking its rules up before
-    // it adds any, so a repeat adds nothing.
-    let keyless = ["login", "logout", "setup", "enroll", "mikrotikSetup"];
+    // it adds any, so a repeat adds nothing; provisionDevice likewise reads each plug
+    // setting before it writes one; testDevice only reads the device.
+    let keyless = [
+        "login",
+        "logout",
+        "setup",
+        "enroll",
+        "mikrotikSetup",
+        "provisionDevice",
+        "testDevice",
+    ];
     let dir = tempfile::tempdir().unwrap();
     let engine = start_engine(dir.path(), &trusted_clock(), EngineConfig::default());
     add_user(&engine, "owner", Role::Owner).await;
@@ -643,6 +652,8 @@ async fn requests_built_from_the_documented_examples_are_accepted() {
         "addDevice",
         "getDevice",
         "mikrotikSetup",
+        "testDevice",
+        "provisionDevice",
         "setEnforcement",
         "getEnforcement",
         "clearEnforcement",

@@ -235,6 +235,46 @@ impl Plug {
         }
     }
 
+    /// Shelly Gen2: one RPC method with JSON `params` (`POST /rpc/<method>`, digest
+    /// auth as for every call), its bare result. For provisioning, which needs methods
+    /// beyond status and switch (`Switch.SetConfig`, `Script.*`, `KVS.*`).
+    pub async fn gen2_call(
+        &self,
+        method: &str,
+        params: &serde_json::Value,
+    ) -> Result<serde_json::Value, DeviceError> {
+        let Driver::Gen2(session) = &self.driver else {
+            return Err(self.not_this("an RPC method", "shelly_gen2"));
+        };
+        shelly2::call(self, session, self.deadline(), method, params).await
+    }
+
+    /// Tasmota: one command line (`PowerOnState`, `Rule1 1`…) over `/cm`, its JSON
+    /// answer.
+    pub async fn tasmota_command(&self, line: &str) -> Result<serde_json::Value, DeviceError> {
+        if !matches!(self.driver, Driver::Tasmota) {
+            return Err(self.not_this("a command", "tasmota"));
+        }
+        tasmota::command(self, self.deadline(), line).await
+    }
+
+    /// Shelly Gen1: GET `path_and_query` (e.g. `/settings/relay/0?default_state=off`)
+    /// with its Basic auth, the JSON answer.
+    pub async fn gen1_get(&self, path_and_query: &str) -> Result<serde_json::Value, DeviceError> {
+        if !matches!(self.driver, Driver::Gen1) {
+            return Err(self.not_this("a settings call", "shelly_gen1"));
+        }
+        shelly1::call(self, self.deadline(), path_and_query).await
+    }
+
+    fn not_this(&self, what: &str, kind: &str) -> DeviceError {
+        DeviceError::Config(format!(
+            "{} is a {} plug: {what} is for a {kind}",
+            self.authority(),
+            self.kind()
+        ))
+    }
+
     fn deadline(&self) -> Instant {
         // `Duration::MAX` as "no limit" must not overflow the clock: a year will do.
         let now = Instant::now();
@@ -258,6 +298,19 @@ impl Plug {
         path_and_query: &str,
         headers: &[(HeaderName, String)],
     ) -> Result<Answer, DeviceError> {
+        self.request(deadline, Method::GET, path_and_query, headers, None)
+            .await
+    }
+
+    /// One request within what is left of `deadline`, through the rate-limit back-off.
+    async fn request(
+        &self,
+        deadline: Instant,
+        method: Method,
+        path_and_query: &str,
+        headers: &[(HeaderName, String)],
+        body: Option<Vec<u8>>,
+    ) -> Result<Answer, DeviceError> {
         let who = self.authority();
         if self.backoff().blocked(Instant::now()) {
             return Err(DeviceError::TooManyRequests(who));
@@ -269,10 +322,10 @@ impl Plug {
         let answer = http::send(
             &self.origin,
             None,
-            Method::GET,
+            method,
             path_and_query,
             headers,
-            None,
+            body,
             left,
         )
         .await

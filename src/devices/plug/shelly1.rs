@@ -60,7 +60,7 @@ fn malformed(plug: &Plug, what: String) -> DeviceError {
 }
 
 /// GET `path`, with Basic auth if a password is set; the JSON of a 200, else the error.
-async fn call(plug: &Plug, deadline: Instant, path: &str) -> Result<Value, DeviceError> {
+pub(super) async fn call(plug: &Plug, deadline: Instant, path: &str) -> Result<Value, DeviceError> {
     let headers: Vec<(HeaderName, String)> = plug
         .password()
         .map(|p| (AUTHORIZATION, basic_auth(USER, p)))

@@ -17,8 +17,8 @@ use super::digest::{self, Challenge, ChallengeError};
 use super::{
     DeviceError, Plug, PlugInfo, PlugStatus, TimerState, USER, excerpt, seconds, unix_time,
 };
-use hyper::StatusCode;
-use hyper::header::{AUTHORIZATION, HeaderName, WWW_AUTHENTICATE};
+use hyper::header::{AUTHORIZATION, CONTENT_TYPE, HeaderName, WWW_AUTHENTICATE};
+use hyper::{Method, StatusCode};
 use serde_json::Value;
 use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
@@ -99,6 +99,7 @@ fn lock(session: &Session) -> std::sync::MutexGuard<'_, Option<DigestSession>> {
 fn next_authorization(
     session: &Session,
     password: &str,
+    method: &Method,
     uri: &str,
 ) -> Option<(HeaderName, String)> {
     let mut s = lock(session);
@@ -110,7 +111,7 @@ fn next_authorization(
             &s.challenge,
             USER,
             password,
-            "GET",
+            method.as_str(),
             uri,
             s.nc,
             &digest::new_cnonce(),
@@ -125,13 +126,53 @@ async fn rpc(
     deadline: Instant,
     uri: &str,
 ) -> Result<Value, DeviceError> {
+    exchange(plug, session, deadline, Method::GET, uri, None).await
+}
+
+/// `POST /rpc/<method>` with JSON `params`: the way to send what does not fit a URL
+/// (a script's code), digest-authenticated like the GETs.
+pub(super) async fn call(
+    plug: &Plug,
+    session: &Session,
+    deadline: Instant,
+    method: &str,
+    params: &Value,
+) -> Result<Value, DeviceError> {
+    if method.is_empty()
+        || !method
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '.')
+    {
+        return Err(DeviceError::Config(format!(
+            "{method:?} is not an RPC method name"
+        )));
+    }
+    let uri = format!("/rpc/{method}");
+    let body = params.to_string().into_bytes();
+    exchange(plug, session, deadline, Method::POST, &uri, Some(body)).await
+}
+
+/// One RPC request, answering a digest challenge if one comes; the JSON result.
+async fn exchange(
+    plug: &Plug,
+    session: &Session,
+    deadline: Instant,
+    method: Method,
+    uri: &str,
+    body: Option<Vec<u8>>,
+) -> Result<Value, DeviceError> {
     let who = plug.authority();
-    let first: Vec<_> = plug
+    let mut first: Vec<_> = plug
         .password()
-        .and_then(|p| next_authorization(session, p, uri))
+        .and_then(|p| next_authorization(session, p, &method, uri))
         .into_iter()
         .collect();
-    let mut answer = plug.get(deadline, uri, &first).await?;
+    if body.is_some() {
+        first.push((CONTENT_TYPE, "application/json".into()));
+    }
+    let mut answer = plug
+        .request(deadline, method.clone(), uri, &first, body.clone())
+        .await?;
     if answer.status == StatusCode::UNAUTHORIZED {
         let Some(password) = plug.password() else {
             return Err(DeviceError::Auth(who));
@@ -157,10 +198,13 @@ async fn rpc(
             }
         };
         *lock(session) = Some(DigestSession { challenge, nc: 0 });
-        let again: Vec<_> = next_authorization(session, password, uri)
+        let mut again: Vec<_> = next_authorization(session, password, &method, uri)
             .into_iter()
             .collect();
-        answer = plug.get(deadline, uri, &again).await?;
+        if body.is_some() {
+            again.push((CONTENT_TYPE, "application/json".into()));
+        }
+        answer = plug.request(deadline, method, uri, &again, body).await?;
         if answer.status == StatusCode::UNAUTHORIZED {
             // A fresh nonce refused: the password is wrong. Start over next time.
             *lock(session) = None;
@@ -420,7 +464,7 @@ mod tests {
     #[test]
     fn kept_challenge_counts_up() {
         let session: Session = Mutex::new(None);
-        assert!(next_authorization(&session, "pw", "/rpc/x").is_none());
+        assert!(next_authorization(&session, "pw", &Method::GET, "/rpc/x").is_none());
         *lock(&session) = Some(DigestSession {
             challenge: digest::parse_challenge(
                 "Digest qop=\"auth\", realm=\"r\", nonce=\"n\", algorithm=SHA-256",
@@ -428,9 +472,9 @@ mod tests {
             .unwrap(),
             nc: 0,
         });
-        let (_, a) = next_authorization(&session, "pw", "/rpc/x").unwrap();
+        let (_, a) = next_authorization(&session, "pw", &Method::GET, "/rpc/x").unwrap();
         assert!(a.contains("nc=00000001"), "{a}");
-        let (_, b) = next_authorization(&session, "pw", "/rpc/x").unwrap();
+        let (_, b) = next_authorization(&session, "pw", &Method::GET, "/rpc/x").unwrap();
         assert!(b.contains("nc=00000002"), "{b}");
         assert!(b.contains("uri=\"/rpc/x\""));
     }

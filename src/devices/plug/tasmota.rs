@@ -137,7 +137,11 @@ fn malformed(plug: &Plug, what: String) -> DeviceError {
 }
 
 /// Run one command; its JSON answer, or the error it amounts to.
-async fn command(plug: &Plug, deadline: Instant, line: &str) -> Result<Value, DeviceError> {
+pub(super) async fn command(
+    plug: &Plug,
+    deadline: Instant,
+    line: &str,
+) -> Result<Value, DeviceError> {
     // The path carries the password: it goes on the wire and nowhere else.
     let answer = plug
         .get(deadline, &cm_path(line, plug.password()), &[])
