@@ -42,9 +42,11 @@
 #   VENUED_SLOW=1    also run the slow tests, which are marked #[ignore]:
 #                        cargo nextest run --locked --run-ignored ignored-only
 #   VENUED_BENCH=1   also run the benchmarks (the engine, the API on the real binary, the
-#                    MQTT broker against Mosquitto when it is installed, and the PC agent
-#                    with its overlay under Xvfb):
-#                        cargo bench --bench engine --bench api --bench mqtt --bench agent
+#                    MQTT broker against Mosquitto when it is installed, the PC agent
+#                    with its overlay under Xvfb, and 200 console stations expiring
+#                    together against plug and router fakes):
+#                        cargo bench --bench engine --bench api --bench mqtt --bench agent \
+#                            --bench consoles
 #
 # At the end a summary table gives the status and duration (seconds) of every step.
 # Exit status: 0 if every step passed, otherwise the exit status of the failing step.
@@ -269,7 +271,8 @@ else
 fi
 
 if [[ ${VENUED_BENCH:-0} == 1 ]]; then
-    run_step bench cargo bench --locked --bench engine --bench api --bench mqtt --bench agent
+    run_step bench cargo bench --locked --bench engine --bench api --bench mqtt --bench agent \
+        --bench consoles
 else
     skip_step bench "set VENUED_BENCH=1 to run the benchmarks"
 fi

@@ -350,7 +350,9 @@ impl Drop for Mikrotik {
     }
 }
 
-/// Listen with SO_REUSEADDR, so the Offline fault can close the port and reopen it.
+/// Listen with SO_REUSEADDR, so the Offline fault can close the port and reopen it. The
+/// backlog is tokio's default: a venue's consoles blocked together open hundreds of
+/// connections at once, and a short backlog drops their SYNs (a 1 s retransmit each).
 fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
     let socket = if addr.is_ipv4() {
         TcpSocket::new_v4()?
@@ -359,7 +361,7 @@ fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
     };
     socket.set_reuseaddr(true)?;
     socket.bind(addr)?;
-    socket.listen(64)
+    socket.listen(1024)
 }
 
 async fn server(
