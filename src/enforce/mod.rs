@@ -150,27 +150,50 @@ struct Reconciler {
     records: mpsc::Sender<Command>,
 }
 
-/// Writes the reconciler's records through the engine one at a time, so the log keeps
-/// their order; a busy engine is retried briefly.
+/// Records queued together are submitted together: the engine commits them in one
+/// transaction (200 consoles expiring at once: one fsync, not 400).
+const RECORD_BATCH: usize = 256;
+
+/// Writes the reconciler's records through the engine in their order: everything queued
+/// is submitted at once (so it shares a commit), then the answers are awaited. A busy
+/// engine is retried briefly, after the answers already pending.
 async fn recorder(engine: Engine, mut rx: mpsc::Receiver<Command>) {
-    while let Some(command) = rx.recv().await {
-        let name = command.name();
-        let mut wait = Duration::from_millis(20);
-        for attempt in 1..=5 {
-            match engine
-                .execute(Request::new(command.clone(), Actor::System))
-                .await
-            {
-                Ok(_) => break,
-                Err(crate::engine::EngineError::Busy) if attempt < 5 => {
-                    tokio::time::sleep(wait).await;
-                    wait *= 2;
-                }
-                Err(e) => {
-                    tracing::warn!(command = name, error = %e, "could not record an enforcement event");
-                    break;
+    let mut batch = Vec::with_capacity(RECORD_BATCH);
+    while rx.recv_many(&mut batch, RECORD_BATCH).await > 0 {
+        let mut pending = Vec::with_capacity(batch.len());
+        for command in batch.drain(..) {
+            let name = command.name();
+            let mut wait = Duration::from_millis(20);
+            for attempt in 1..=5 {
+                match engine.submit(Request::new(command.clone(), Actor::System)) {
+                    Ok(answer) => {
+                        pending.push((name, answer));
+                        break;
+                    }
+                    Err(crate::engine::EngineError::Busy) if attempt < 5 => {
+                        settle(&mut pending).await;
+                        tokio::time::sleep(wait).await;
+                        wait *= 2;
+                    }
+                    Err(e) => {
+                        tracing::warn!(command = name, error = %e, "could not record an enforcement event");
+                        break;
+                    }
                 }
             }
+        }
+        settle(&mut pending).await;
+    }
+}
+
+/// Await submitted records' answers, in order, logging the ones refused.
+async fn settle<F>(pending: &mut Vec<(&'static str, F)>)
+where
+    F: std::future::Future<Output = Result<crate::engine::Reply, crate::engine::EngineError>>,
+{
+    for (name, answer) in pending.drain(..) {
+        if let Err(e) = answer.await {
+            tracing::warn!(command = name, error = %e, "could not record an enforcement event");
         }
     }
 }

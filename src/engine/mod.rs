@@ -220,13 +220,23 @@ impl Engine {
     }
 
     pub async fn execute(&self, request: Request) -> Result<Reply, EngineError> {
+        self.submit(request)?.await
+    }
+
+    /// Queue `request` now, without waiting: requests submitted one after another are
+    /// applied in that order, and the writer commits those queued together in one
+    /// transaction (one fsync). The future resolves to the answer.
+    pub fn submit(
+        &self,
+        request: Request,
+    ) -> Result<impl Future<Output = Result<Reply, EngineError>> + use<>, EngineError> {
         if let Some(key) = &request.idempotency_key {
             validate_key(key).inspect_err(|e| self.inner.stats.record_unqueued(e))?;
         }
         let (tx, rx) = oneshot::channel();
         self.send(Msg::Exec(Box::new(request), tx))
             .inspect_err(|e| self.inner.stats.record_unqueued(e))?;
-        rx.await.map_err(|_| EngineError::ShuttingDown)?
+        Ok(async move { rx.await.map_err(|_| EngineError::ShuttingDown)? })
     }
 
     /// Wait until the writer has run one full iteration (timers and clock included).
