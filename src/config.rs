@@ -257,6 +257,15 @@ pub struct ConsolesConfig {
     /// How often the in-memory power readings are written to the store.
     #[serde(with = "serde_dur::req")]
     pub power_sample_interval: SignedDuration,
+    /// What `venued device provision` writes into a plug: the dead-man's grace (Tasmota
+    /// `RuleTimer1`, the Shelly script's own allowance until a heartbeat brings one) ...
+    #[serde(with = "serde_dur::req")]
+    pub deadman_grace: SignedDuration,
+    /// ... Shelly `auto_off`, the longest a relay stays on after any switch-on ...
+    #[serde(with = "serde_dur::req")]
+    pub auto_off: SignedDuration,
+    /// ... and Tasmota `PowerDelta1`: a change of this many watts reports at once.
+    pub power_delta_w: u32,
     pub responses: ResponsesConfig,
     /// Programs a station's standby may run, by name (never creatable through the API).
     pub commands: std::collections::BTreeMap<String, CommandConfig>,
@@ -271,6 +280,9 @@ impl Default for ConsolesConfig {
             poll_interval: SignedDuration::from_secs(10),
             failsafe: SignedDuration::from_mins(5),
             power_sample_interval: SignedDuration::from_mins(5),
+            deadman_grace: SignedDuration::from_mins(2),
+            auto_off: SignedDuration::from_hours(12),
+            power_delta_w: 5,
             responses: ResponsesConfig::default(),
             commands: std::collections::BTreeMap::new(),
         }
@@ -485,9 +497,23 @@ impl Config {
                 ms(1_000),
                 ms(86_400_000),
             ),
+            // Tasmota's RuleTimer counts whole seconds up to 65535.
+            (
+                "consoles.deadman-grace",
+                c.deadman_grace,
+                ms(10_000),
+                ms(65_535_000),
+            ),
+            ("consoles.auto-off", c.auto_off, ms(60_000), ms(86_400_000)),
         ];
         for (key, v, lo, hi) in bounds {
             in_range(key, v, lo, hi)?;
+        }
+        if !(1..=1000).contains(&c.power_delta_w) {
+            return Err((
+                "consoles.power-delta-w",
+                format!("must be between 1 and 1000 (got {})", c.power_delta_w),
+            ));
         }
         use AutoResponse::{Alert, Block, PowerOff, Restore};
         let r = &c.responses;

@@ -97,10 +97,15 @@ pub async fn run(config: Config) -> Result<(), String> {
     let listener = UnixListener::bind(&socket)
         .map_err(|e| format!("cannot create the control socket {}: {e}", socket.display()))?;
     restrict_socket(&socket)?;
+    // What `venued device provision` writes into plugs, from [consoles].
+    let provision = Arc::new(crate::devices::provision::ProvisionSettings::from(
+        &config.consoles,
+    ));
     let mut servers = vec![tokio::spawn(crate::http::serve_socket(
         listener,
         engine.clone(),
         box_ca.clone(),
+        provision.clone(),
         stopped(),
     ))];
 
@@ -138,7 +143,8 @@ pub async fn run(config: Config) -> Result<(), String> {
                 crate::http::network_router(engine.clone(), auth.clone(), true),
                 &ca_routes,
                 &box_ca,
-            );
+            )
+            .layer(axum::Extension(provision.clone()));
             servers.push(tokio::spawn(crate::tls::serve_https(
                 listener,
                 tls_config.clone(),
@@ -164,6 +170,7 @@ pub async fn run(config: Config) -> Result<(), String> {
                     &ca_routes,
                     &box_ca,
                 )
+                .layer(axum::Extension(provision.clone()))
             }
         };
         http_urls.push(format!("http://{local}"));

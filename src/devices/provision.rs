@@ -69,6 +69,17 @@ impl Default for ProvisionSettings {
     }
 }
 
+impl From<&crate::config::ConsolesConfig> for ProvisionSettings {
+    fn from(c: &crate::config::ConsolesConfig) -> Self {
+        let ms = |d: jiff::SignedDuration| u64::try_from(d.as_millis()).unwrap_or(0);
+        Self {
+            deadman_grace_ms: ms(c.deadman_grace),
+            auto_off_ms: ms(c.auto_off),
+            power_delta_w: c.power_delta_w,
+        }
+    }
+}
+
 impl ProvisionSettings {
     /// The grace in whole seconds, within what `RuleTimer` and the script accept.
     pub fn grace_s(&self) -> u64 {

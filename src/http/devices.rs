@@ -474,6 +474,7 @@ async fn provision_device(
     State(state): State<AppState>,
     caller: Caller,
     Path(name): Path<String>,
+    configured: Option<axum::Extension<std::sync::Arc<ProvisionSettings>>>,
     body: Result<axum::body::Bytes, axum::extract::rejection::BytesRejection>,
 ) -> Result<Json<ProvisionReport>, ApiError> {
     let name = path_name(&name)?;
@@ -499,8 +500,8 @@ async fn provision_device(
         items: Vec::new(),
         complete: false,
     };
-    // No [devices] configuration section yet: the documented defaults.
-    let settings = ProvisionSettings::default();
+    // From `[consoles]` (`venued serve` adds them); the documented defaults otherwise.
+    let settings = configured.map(|e| (*e.0).clone()).unwrap_or_default();
     let deadline = tokio::time::Instant::now() + provision::PROVISION_BUDGET;
     let outcome = match Plug::new(kind, record.password.as_deref(), DEVICE_TIMEOUT) {
         Ok(plug) => provision::provision(&plug, kind, &settings, options.dry_run, deadline).await,

@@ -202,9 +202,10 @@ pub async fn serve_socket(
     listener: UnixListener,
     engine: Engine,
     ca: Option<Arc<enrollment::BoxCa>>,
+    provision: Arc<crate::devices::provision::ProvisionSettings>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let mut app = router(engine);
+    let mut app = router(engine).layer(axum::Extension(provision));
     if let Some(ca) = ca {
         app = app.layer(axum::Extension(ca));
     }

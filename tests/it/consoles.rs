@@ -672,3 +672,24 @@ async fn an_unreachable_plug_and_a_wrong_password_are_retried_recorded_and_alert
     // The daemon goes on answering.
     d.cli(&["station", "list", "--json"]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn provision_writes_the_configured_fail_safe_timings_into_the_plug() {
+    let v = venue_with(
+        "failsafe = \"30s\"\ndeadman-grace = \"90s\"\nauto-off = \"3h\"",
+        &[],
+    )
+    .await;
+    let report = v.d.cli(&["device", "provision", "plug-07", "--json"]);
+    assert_eq!(report["reached"], true, "{report}");
+    let c = v
+        .plug
+        .call("Switch.GetConfig", serde_json::json!({"id": 0}))
+        .unwrap();
+    assert_eq!(c["auto_off_delay"].as_f64(), Some(10_800.0), "{c}");
+    let grace = v
+        .plug
+        .call("KVS.Get", serde_json::json!({"key": "venued.deadman_s"}))
+        .unwrap();
+    assert_eq!(grace["value"].as_u64(), Some(90), "{grace}");
+}
