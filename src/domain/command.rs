@@ -57,6 +57,10 @@ pub enum Command {
     ConfirmClock {
         now: Timestamp,
     },
+    /// The router's clock, read by the reconciler while the venue clock is untrusted.
+    RouterClock {
+        now: Timestamp,
+    },
     /// An API token for `user`; its secret's hash travels beside the command.
     CreateToken {
         id: String,
@@ -172,6 +176,7 @@ impl Command {
             Self::StopSession { .. } => "stop_session",
             Self::AddUser { .. } => "add_user",
             Self::ConfirmClock { .. } => "confirm_clock",
+            Self::RouterClock { .. } => "router_clock",
             Self::CreateToken { .. } => "create_token",
             Self::RevokeToken { .. } => "revoke_token",
             Self::RecordLogin { .. } => "record_login",

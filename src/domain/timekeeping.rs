@@ -33,6 +33,9 @@ pub enum TrustSource {
     SystemAssumed,
     /// A staff member confirmed the time.
     Staff,
+    /// The venue's MikroTik router's clock, read over its REST API by the reconciler
+    /// while the venue clock was untrusted.
+    Router,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -357,7 +357,7 @@ impl VenueState {
                 }])
             }
             // Clock commands are decided by the engine, which owns the venue clock.
-            Command::ConfirmClock { .. } => Ok(Vec::new()),
+            Command::ConfirmClock { .. } | Command::RouterClock { .. } => Ok(Vec::new()),
             Command::CreateToken {
                 id,
                 name,

@@ -95,6 +95,14 @@ impl Drivers {
         }
     }
 
+    /// A router that could be built, for its clock (the first by name).
+    pub fn any_router(&self) -> Option<Arc<Mikrotik>> {
+        self.devices.values().find_map(|d| match d {
+            Ok(Driver::Router(r)) => Some(r.clone()),
+            _ => None,
+        })
+    }
+
     pub fn router(&self, e: &Enforcement) -> Option<Arc<Mikrotik>> {
         match self.get(&e.network.as_ref()?.router) {
             Ok(Driver::Router(r)) => Some(r.clone()),

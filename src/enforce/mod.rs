@@ -100,7 +100,12 @@ enum Done {
         epoch: u64,
         present: Result<bool, String>,
     },
+    /// The router's clock, as of the middle of the request.
+    Clock(Result<Timestamp, String>),
 }
+
+/// How often the router's clock is read while the venue clock is untrusted.
+const CLOCK_EVERY: Duration = Duration::from_secs(60);
 
 /// Start the reconciler; it stops when `stop` turns true.
 pub fn spawn(
@@ -127,6 +132,7 @@ pub fn spawn(
         settings,
         mqtt,
         poll_round: 0,
+        devices_changed: false,
         tracks: BTreeMap::new(),
         polling: BTreeMap::new(),
         tx,
@@ -141,6 +147,8 @@ struct Reconciler {
     /// Counts poll rounds: plugs that push over MQTT are polled every
     /// [`MQTT_POLL_EVERY`]th round only.
     poll_round: u64,
+    /// The device table changed since the last pass (a new router: read its clock now).
+    devices_changed: bool,
     devices: BTreeMap<DeviceName, Device>,
     drivers: Drivers,
     tracks: BTreeMap<StationId, Track>,
@@ -205,6 +213,7 @@ impl Reconciler {
         let start = Instant::now();
         let mut next_poll = start;
         let mut next_sample = start + self.settings.power_sample_interval;
+        let mut next_clock = start;
         loop {
             self.follow_engine();
             let now = self.engine.now();
@@ -217,11 +226,15 @@ impl Reconciler {
                 self.sample_power();
                 next_sample = mono + self.settings.power_sample_interval;
             }
+            if mono >= next_clock || std::mem::take(&mut self.devices_changed) {
+                self.read_router_clock();
+                next_clock = mono + CLOCK_EVERY;
+            }
             self.act(now, mono);
             let wake = self
                 .next_wake(now, mono)
                 .into_iter()
-                .chain([next_poll, next_sample])
+                .chain([next_poll, next_sample, next_clock])
                 .min();
             tokio::select! {
                 changed = snapshots.changed() => if changed.is_err() { break },
@@ -241,6 +254,7 @@ impl Reconciler {
         let state = &snap.state;
         if state.devices != self.devices {
             self.devices = state.devices.clone();
+            self.devices_changed = true;
             let store = self.engine.store().ok();
             self.drivers = Drivers::build(
                 &self.devices,
@@ -375,6 +389,33 @@ impl Reconciler {
         }
     }
 
+    /// A clock source for the engine: while nothing else vouches for the venue clock,
+    /// the router's (RouterOS keeps NTP time for the venue network) corrects and
+    /// trusts it. Read once a minute until trusted; the engine ignores it after.
+    fn read_router_clock(&self) {
+        if self.engine.snapshot().clock.trusted.is_some() {
+            return;
+        }
+        let Some(router) = self.drivers.any_router() else {
+            return;
+        };
+        let tx = self.tx.clone();
+        tokio::spawn(async move {
+            let asked = Instant::now();
+            let read = router.clock().await.map_err(|e| e.to_string());
+            // The router answered somewhere in the round trip: take its middle, then
+            // carry it to now.
+            let half = asked.elapsed() / 2;
+            let at = read.map(|t| {
+                crate::domain::time::add(
+                    t,
+                    jiff::SignedDuration::try_from(half).unwrap_or(jiff::SignedDuration::ZERO),
+                )
+            });
+            let _ = tx.send(Done::Clock(at)).await;
+        });
+    }
+
     fn poll_done(&mut self, station: &StationId) {
         if let Some(n) = self.polling.get_mut(station) {
             *n -= 1;
@@ -389,6 +430,10 @@ impl Reconciler {
         let mono = Instant::now();
         let responses = self.settings.responses.clone();
         match done {
+            Done::Clock(Ok(now)) => self.record(Command::RouterClock { now }),
+            Done::Clock(Err(error)) => {
+                tracing::info!(%error, "could not read the router's clock");
+            }
             Done::Op {
                 station,
                 op,

@@ -340,7 +340,7 @@ impl Writer {
             }
         }
         let kinds = match &req.command {
-            Command::ConfirmClock { now: real }
+            Command::ConfirmClock { now: real } | Command::RouterClock { now: real }
                 if !crate::domain::timekeeping::plausible(*real) =>
             {
                 return Ok(Err(DomainError::InvalidField {
@@ -355,6 +355,16 @@ impl Writer {
                 *real,
                 mono,
                 crate::domain::timekeeping::TrustSource::Staff,
+            ),
+            // Only while no better source vouches: a trusted clock is not second-guessed
+            // by the router's.
+            Command::RouterClock { .. } if staged.vclock.status.trusted.is_some() => Vec::new(),
+            Command::RouterClock { now: real } => staged.vclock.correct(
+                &staged.state,
+                now,
+                *real,
+                mono,
+                crate::domain::timekeeping::TrustSource::Router,
             ),
             cmd => {
                 match staged

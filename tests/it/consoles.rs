@@ -693,3 +693,58 @@ async fn provision_writes_the_configured_fail_safe_timings_into_the_plug() {
         .unwrap();
     assert_eq!(grace["value"].as_u64(), Some(90), "{grace}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_untrusted_venue_clock_is_set_from_the_router_clock() {
+    let dir = tempfile::tempdir().unwrap();
+    let marker = dir.path().join("standby.log");
+    // The system clock is never trusted: only staff, or the router, can vouch.
+    let text = format!("{}\n[clock]\ntrust = \"never\"\n", config(&marker));
+    let d = MqttDaemon::start_config(dir.path(), &text);
+    let router = Router::start(MikrotikConfig::default()).await.unwrap();
+    let fingerprint = {
+        let der = rustls_pemfile_der(router.cert_pem());
+        venued::devices::mikrotik::fingerprint(&der)
+    };
+    let url = format!("https://{}", router.https_addr());
+    cli_stdin(
+        &d,
+        &[
+            "device",
+            "add",
+            "router",
+            "--type",
+            "mikrotik",
+            "--url",
+            &url,
+            "--user",
+            "admin",
+            "--tls-fingerprint",
+            &fingerprint,
+            "--password-stdin",
+            "--json",
+        ],
+        &MikrotikConfig::default().password,
+    );
+    // Read as soon as the router is configured.
+    let start = Instant::now();
+    let corrected = loop {
+        let page = d.cli(&["audit", "log", "--limit", "1000", "--json"]);
+        let found = page["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["type"] == "clock_corrected")
+            .cloned();
+        if let Some(e) = found {
+            break e;
+        }
+        assert!(
+            start.elapsed() < WAIT,
+            "no clock correction from the router"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(corrected["source"], "router", "{corrected}");
+    assert_eq!(corrected["actor"]["kind"], "system", "{corrected}");
+}
