@@ -748,3 +748,79 @@ async fn an_untrusted_venue_clock_is_set_from_the_router_clock() {
     assert_eq!(corrected["source"], "router", "{corrected}");
     assert_eq!(corrected["actor"]["kind"], "system", "{corrected}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tasmota_plug_on_mqtt_gets_its_dead_man_re_armed_and_goes_dark_when_venued_dies() {
+    use venued::fakes::tasmota::{Tasmota, TasmotaConfig, TasmotaMqtt};
+    let dir = tempfile::tempdir().unwrap();
+    let marker = dir.path().join("standby.log");
+    let text = config(&marker).replacen("failsafe = \"30s\"", "failsafe = \"3s\"", 1);
+    let d = MqttDaemon::start_config(dir.path(), &text);
+    let topic = "ps5plug07";
+    let v = d.cli(&[
+        "mqtt",
+        "add",
+        "device:plug-07",
+        "--topic",
+        &format!("cmnd/{topic}"),
+        "--topic",
+        &format!("stat/{topic}"),
+        "--topic",
+        &format!("tele/{topic}"),
+        "--json",
+    ]);
+    let user = v["credentials"]["username"].as_str().unwrap().to_owned();
+    let pass = v["credentials"]["password"].as_str().unwrap().to_owned();
+    let mut mqtt = TasmotaMqtt::new("127.0.0.1", d.plain, &user, &pass);
+    mqtt.retry = Duration::from_millis(500);
+    mqtt.boot_time = Duration::from_millis(300);
+    let plug = Tasmota::start(TasmotaConfig {
+        topic: Some(topic.into()),
+        mqtt: Some(mqtt),
+        load_w: 120.0,
+        ..TasmotaConfig::default()
+    })
+    .await
+    .unwrap();
+    wait_for("the plug on MQTT", || plug.mqtt_connected()).await;
+    d.cli(&[
+        "station", "add", "ps5-07", "--name", "PS5 7", "--kind", "console", "--json",
+    ]);
+    let host = plug.http_addr().to_string();
+    d.cli(&[
+        "device", "add", "plug-07", "--type", "tasmota", "--host", &host, "--topic", topic,
+        "--json",
+    ]);
+    d.cli(&[
+        "station", "enforce", "ps5-07", "--plug", "plug-07", "--json",
+    ]);
+    let report = d.cli(&["device", "provision", "plug-07", "--json"]);
+    assert_eq!(report["reached"], true, "{report}");
+    assert!(
+        plug.rules().iter().any(|(_, _, on)| *on),
+        "{:?}",
+        plug.rules()
+    );
+
+    d.cli(&["session", "start", "ps5-07", "30m", "--json"]);
+    wait_for("the plug powered", || plug.power_on()).await;
+    // The heartbeat over MQTT arms RuleTimer1 with the fail-safe (3 s, raised to the
+    // rule's 10 s minimum) and keeps re-arming it: the console stays powered for three
+    // periods. (Provision's own grace is 2 min: a timer of 10 s or less was armed by the
+    // heartbeat.)
+    wait_for("RuleTimer1 armed by the heartbeat", || {
+        plug.rule_timers()[0].is_some_and(|left| left <= Duration::from_secs(10))
+    })
+    .await;
+    let alive = Instant::now();
+    while alive.elapsed() < Duration::from_secs(9) {
+        assert!(plug.power_on(), "switched off mid-session");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    drop(d);
+    let off_in = wait_for("the plug's fail-safe switching off", || !plug.power_on()).await;
+    assert!(
+        off_in <= Duration::from_millis(3_500),
+        "off after {off_in:?}"
+    );
+}
