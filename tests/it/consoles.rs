@@ -420,6 +420,8 @@ async fn tamper_is_caught_hand_switch_removed_router_entry_and_a_plug_gone_offli
             >= 3
     })
     .await;
+    // A console that then draws 140 W: power with no session too.
+    v.plug.set_load_w(140.0);
     v.plug.press_button();
     wait_for("the relay switched back off", || !v.plug.relay_on()).await;
 
@@ -467,6 +469,12 @@ async fn tamper_is_caught_hand_switch_removed_router_entry_and_a_plug_gone_offli
         hand["detail"].as_str().unwrap().contains("with no session"),
         "{hand}"
     );
+    let power = alert("power_without_session");
+    assert!(
+        power["detail"].as_str().unwrap().starts_with("140 W"),
+        "{power}"
+    );
+    assert_eq!(power["response"], "alert");
     assert_eq!(alert("router_entry_removed")["device"], "router");
     assert_eq!(alert("router_entry_removed")["response"], "restore");
     assert_eq!(alert("plug_offline")["response"], "alert");
@@ -478,6 +486,7 @@ async fn tamper_is_caught_hand_switch_removed_router_entry_and_a_plug_gone_offli
             .count()
     };
     assert_eq!(count("relay_switched_by_hand"), 1, "{events:#?}");
+    assert_eq!(count("power_without_session"), 1, "{events:#?}");
     assert_eq!(count("router_entry_removed"), 1, "{events:#?}");
     assert_eq!(count("plug_offline"), 1, "{events:#?}");
 }
