@@ -132,6 +132,12 @@ impl Drivers {
                 let (name, plug) = self.plug_or_err(e)?;
                 // On: the plug's own timer switches it off if venued goes silent.
                 let flip_back = (on && !self.rearm_ignored(&name)).then_some(self.failsafe);
+                if let Some(report) = self.switch_over_mqtt(&name, on, flip_back).await {
+                    if on {
+                        self.dead_man_heartbeat(&name).await;
+                    }
+                    return Ok(Some(report));
+                }
                 let status = plug
                     .switch(on, flip_back)
                     .await
@@ -263,6 +269,40 @@ impl Drivers {
         };
         if let Err(e) = mqtt.publish_action(&topic, payload.as_bytes(), false).await {
             tracing::warn!(%plug, error = %e, "dead-man heartbeat not published");
+        }
+    }
+
+    /// MQTT first: a plug that is on MQTT and not known offline is switched there (Gen2
+    /// RPC, confirmed by its reply; Gen1 and Tasmota, by a report of the relay). `None`
+    /// means "use HTTP": no MQTT, the plug offline, a timer Gen1's MQTT cannot set, or
+    /// no confirmation in time (logged). Heartbeats stay on HTTP: their answer carries
+    /// the timer state the re-arm check reads.
+    async fn switch_over_mqtt(
+        &self,
+        plug: &DeviceName,
+        on: bool,
+        flip_back: Option<Duration>,
+    ) -> Option<Report> {
+        let mqtt = self.mqtt.as_ref()?;
+        mqtt.wire(plug)?;
+        if mqtt.last(plug).is_some_and(|o| o.online == Some(false)) {
+            return None;
+        }
+        match mqtt.switch(plug, on, flip_back).await {
+            Ok(()) => {
+                let seen = mqtt.last(plug);
+                Some(Report {
+                    online: Some(true),
+                    relay: Some(on),
+                    watts: seen.as_ref().and_then(|o| o.power_w),
+                    source: None,
+                })
+            }
+            Err(DeviceError::Config(_)) => None,
+            Err(e) => {
+                tracing::info!(%plug, error = %e, "switching over MQTT failed; trying HTTP");
+                None
+            }
         }
     }
 

@@ -133,6 +133,7 @@ pub fn spawn(
         mqtt,
         poll_round: 0,
         devices_changed: false,
+        unpolled: Default::default(),
         tracks: BTreeMap::new(),
         polling: BTreeMap::new(),
         tx,
@@ -149,6 +150,8 @@ struct Reconciler {
     poll_round: u64,
     /// The device table changed since the last pass (a new router: read its clock now).
     devices_changed: bool,
+    /// Stations whose plug has not been polled since it was tied to them.
+    unpolled: std::collections::BTreeSet<StationId>,
     devices: BTreeMap<DeviceName, Device>,
     drivers: Drivers,
     tracks: BTreeMap<StationId, Track>,
@@ -276,7 +279,9 @@ impl Reconciler {
         let now = self.engine.now();
         self.tracks
             .retain(|station, _| state.enforcement.contains_key(station));
+        let responses = self.settings.responses.clone();
         for (station, enforcement) in &state.enforcement {
+            let mut new_plug = !self.tracks.contains_key(station);
             let track = self
                 .tracks
                 .entry(station.clone())
@@ -285,6 +290,7 @@ impl Reconciler {
                 // Different devices: nothing known of them yet.
                 if track.enforcement.plug != enforcement.plug {
                     track.relay = None;
+                    new_plug = true;
                 }
                 if track.enforcement.network != enforcement.network {
                     track.blocked = None;
@@ -292,6 +298,22 @@ impl Reconciler {
                 track.enforcement = enforcement.clone();
             }
             track.follow(state.session_on(station), now);
+            // A plug newly tied to the station may have reported before that (its
+            // report went to no station): start from what the hub last saw, and poll
+            // it at the next round whatever its channel.
+            if new_plug && let Some(plug) = &enforcement.plug {
+                self.unpolled.insert(station.clone());
+                if let Some(seen) = self.mqtt.as_ref().and_then(|m| m.last(plug)) {
+                    let report = Report {
+                        online: seen.online,
+                        relay: seen.relay,
+                        watts: seen.power_w,
+                        source: None,
+                    };
+                    // A first sight raises nothing worth recording on its own.
+                    let _ = track.report(&report, now, &responses);
+                }
+            }
         }
     }
 
@@ -338,10 +360,10 @@ impl Reconciler {
             }
             let pushes =
                 |name: &DeviceName| self.mqtt.as_ref().is_some_and(|m| m.wire(name).is_some());
-            let plug = self
-                .drivers
-                .plug(&track.enforcement)
-                .filter(|_| full_round || !track.enforcement.plug.as_ref().is_some_and(pushes));
+            let first = self.unpolled.remove(station);
+            let plug = self.drivers.plug(&track.enforcement).filter(|_| {
+                first || full_round || !track.enforcement.plug.as_ref().is_some_and(pushes)
+            });
             let entry = (track.blocked == Some(true))
                 .then(|| {
                     let net = track.enforcement.network.as_ref()?;

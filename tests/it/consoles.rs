@@ -512,18 +512,19 @@ async fn a_plug_whose_firmware_ignores_a_re_arm_is_caught_and_gets_no_timer_afte
     })
     .await;
     // That timer still ends once (the firmware keeps it); venued sees the relay off in
-    // a session, says so, and powers the console again, now without a timer.
-    wait_for("the old timer to run out", || !v.plug.relay_on()).await;
+    // a session, says so, and powers the console again, now without a timer. (The dark
+    // moment may be shorter than this test's polling: the alert is what shows it.)
+    wait_for("the old timer's switch-off seen", || {
+        enforcement_events(&v.d).iter().any(|k| {
+            k["alert"] == "relay_switched_by_hand"
+                && k["detail"].as_str().is_some_and(|d| d.contains("timer"))
+        })
+    })
+    .await;
     wait_for("the console powered again", || v.plug.relay_on()).await;
     assert_eq!(v.plug.timer(), None, "a timer armed again");
     tokio::time::sleep(Duration::from_secs(4)).await;
     assert!(v.plug.relay_on(), "switched off again");
-    let events = enforcement_events(&v.d);
-    assert!(
-        events.iter().any(|k| k["alert"] == "relay_switched_by_hand"
-            && k["detail"].as_str().unwrap().contains("timer")),
-        "{events:#?}"
-    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -570,14 +571,25 @@ async fn a_plug_on_mqtt_reports_by_push_a_hand_switch_and_going_offline_within_a
     d.cli(&[
         "station", "enforce", "ps5-07", "--plug", "plug-07", "--json",
     ]);
-    // venued asks a plug it starts following to report, over MQTT.
-    wait_for("the hub's status query", || {
-        plug.requests()
-            .iter()
-            .any(|r| r.starts_with("MQTT") && r.contains("GetStatus"))
+    // venued asks a plug it starts following to report, over MQTT; once a power sample
+    // of the station is in the log, the report (relay off, 0 W) has reached the
+    // reconciler, so the press below is a change it sees.
+    wait_for("the plug's first report taken in", || {
+        enforcement_events(&d).iter().any(|k| {
+            k["type"] == "power_sampled"
+                && k["samples"]
+                    .as_array()
+                    .is_some_and(|s| s.iter().any(|x| x["station"] == "ps5-07"))
+        })
     })
     .await;
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(
+        plug.requests()
+            .iter()
+            .any(|r| r.starts_with("MQTT") && r.contains("GetStatus")),
+        "{:?}",
+        plug.requests()
+    );
 
     // A press at the plug: pushed, caught, switched back (over HTTP) within a second.
     plug.press_button();
@@ -587,6 +599,13 @@ async fn a_plug_on_mqtt_reports_by_push_a_hand_switch_and_going_offline_within_a
     // A session, then the plug drops off the network: its will says so at once.
     d.cli(&["session", "start", "ps5-07", "30m", "--json"]);
     wait_for("the plug powered", || plug.relay_on()).await;
+    // Commands went over MQTT first (the switch back off, and on for the session).
+    let over_mqtt = plug
+        .requests()
+        .iter()
+        .filter(|r| r.starts_with("MQTT") && r.contains("Switch.Set"))
+        .count();
+    assert!(over_mqtt >= 2, "{:?}", plug.requests());
     plug.set_fault(venued::fakes::shelly::Fault::Offline);
     let offline = wait_for("the offline alert", || {
         enforcement_events(&d)
