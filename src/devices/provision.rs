@@ -170,6 +170,29 @@ impl Item {
     }
 }
 
+/// Settle written items against the read-back `back`: each is done when `kept` reads
+/// from it what was asked, failed otherwise (or when the write or read failed).
+fn settle_all(
+    pending: Vec<Item>,
+    back: &Result<Value, DeviceError>,
+    kept: impl Fn(&Item, &Value) -> String,
+) -> impl Iterator<Item = Item> {
+    pending.into_iter().map(move |item| {
+        let result = match back {
+            Ok(v) => {
+                let now = kept(&item, v);
+                if now == item.new {
+                    Ok(())
+                } else {
+                    Err(format!("asked for {}, the plug kept {now}", item.new))
+                }
+            }
+            Err(e) => Err(e.to_string()),
+        };
+        item.settle(result)
+    })
+}
+
 /// Whether the device's kind can be provisioned here (plugs only).
 pub fn provisionable(kind: &DeviceKind) -> bool {
     kind.is_plug()
@@ -352,24 +375,13 @@ impl Provisioner<'_> {
             Ok(_) => self.rpc("Switch.GetConfig", json!({"id": 0})).await,
             Err(e) => Err(e),
         };
-        for item in pending {
-            let result = match &back {
-                Ok(c) => {
-                    let now = if item.item == INITIAL {
-                        initial(c)
-                    } else {
-                        auto(c)
-                    };
-                    if now == item.new {
-                        Ok(())
-                    } else {
-                        Err(format!("asked for {}, the plug kept {now}", item.new))
-                    }
-                }
-                Err(e) => Err(e.to_string()),
-            };
-            items.push(item.settle(result));
-        }
+        items.extend(settle_all(pending, &back, |item, c| {
+            if item.item == INITIAL {
+                initial(c)
+            } else {
+                auto(c)
+            }
+        }));
     }
 
     /// The script's grace in KVS; whether it was written (a running script must restart
@@ -705,24 +717,13 @@ impl Provisioner<'_> {
         let back = self
             .gen1_get(&format!("/settings/relay/0?{}", query.join("&")))
             .await;
-        for item in pending {
-            let result = match &back {
-                Ok(r) => {
-                    let now = if item.item == DEFAULT {
-                        default_state(r)
-                    } else {
-                        auto(r)
-                    };
-                    if now == item.new {
-                        Ok(())
-                    } else {
-                        Err(format!("asked for {}, the plug kept {now}", item.new))
-                    }
-                }
-                Err(e) => Err(e.to_string()),
-            };
-            items.push(item.settle(result));
-        }
+        items.extend(settle_all(pending, &back, |item, r| {
+            if item.item == DEFAULT {
+                default_state(r)
+            } else {
+                auto(r)
+            }
+        }));
         Ok(items)
     }
 }

@@ -126,10 +126,6 @@ async fn venue(ladder: &[&str]) -> Venue {
 }
 
 fn setup_station(d: &MqttDaemon, plug: &ShellyGen2, router: &Router, ladder: &[&str]) {
-    let fingerprint = {
-        let der = rustls_pemfile_der(router.cert_pem());
-        venued::devices::mikrotik::fingerprint(&der)
-    };
     d.cli(&[
         "station", "add", "ps5-07", "--name", "PS5 7", "--kind", "console", "--json",
     ]);
@@ -149,7 +145,37 @@ fn setup_station(d: &MqttDaemon, plug: &ShellyGen2, router: &Router, ladder: &[&
         ],
         PLUG_PASSWORD,
     );
+    add_router(d, router);
+    let mut args = vec![
+        "station",
+        "enforce",
+        "ps5-07",
+        "--plug",
+        "plug-07",
+        "--router",
+        "router",
+        "--address",
+        CONSOLE,
+        "--standby-command",
+        "rest-mode",
+        "--json",
+    ];
+    args.extend_from_slice(ladder);
+    d.cli(&args);
+}
+
+/// The router fake's certificate fingerprint, as `--tls-fingerprint` takes it.
+fn router_fingerprint(router: &Router) -> String {
+    use rustls_pki_types::pem::PemObject;
+    let der =
+        rustls_pki_types::CertificateDer::from_pem_slice(router.cert_pem().as_bytes()).unwrap();
+    venued::devices::mikrotik::fingerprint(der.as_ref())
+}
+
+/// `venued device add router --type mikrotik ...` for the fake, pinned.
+fn add_router(d: &MqttDaemon, router: &Router) {
     let url = format!("https://{}", router.https_addr());
+    let fingerprint = router_fingerprint(router);
     cli_stdin(
         d,
         &[
@@ -169,30 +195,6 @@ fn setup_station(d: &MqttDaemon, plug: &ShellyGen2, router: &Router, ladder: &[&
         ],
         &MikrotikConfig::default().password,
     );
-    let mut args = vec![
-        "station",
-        "enforce",
-        "ps5-07",
-        "--plug",
-        "plug-07",
-        "--router",
-        "router",
-        "--address",
-        CONSOLE,
-        "--standby-command",
-        "rest-mode",
-        "--json",
-    ];
-    args.extend_from_slice(ladder);
-    d.cli(&args);
-}
-
-fn rustls_pemfile_der(pem: &str) -> Vec<u8> {
-    use base64::Engine as _;
-    let body: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();
-    base64::engine::general_purpose::STANDARD
-        .decode(body)
-        .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -427,10 +429,7 @@ async fn tamper_is_caught_hand_switch_removed_router_entry_and_a_plug_gone_offli
 
     // The console's router entry deleted behind venued's back: an alert, and re-added.
     let ip: IpAddr = CONSOLE.parse().unwrap();
-    let fingerprint = {
-        let der = rustls_pemfile_der(v.router.cert_pem());
-        venued::devices::mikrotik::fingerprint(&der)
-    };
+    let fingerprint = router_fingerprint(&v.router);
     let kind = venued::domain::device::DeviceKind::Mikrotik {
         url: format!("https://{}", v.router.https_addr()),
         user: "admin".into(),
@@ -730,30 +729,7 @@ async fn an_untrusted_venue_clock_is_set_from_the_router_clock() {
     let text = format!("{}\n[clock]\ntrust = \"never\"\n", config(&marker));
     let d = MqttDaemon::start_config(dir.path(), &text);
     let router = Router::start(MikrotikConfig::default()).await.unwrap();
-    let fingerprint = {
-        let der = rustls_pemfile_der(router.cert_pem());
-        venued::devices::mikrotik::fingerprint(&der)
-    };
-    let url = format!("https://{}", router.https_addr());
-    cli_stdin(
-        &d,
-        &[
-            "device",
-            "add",
-            "router",
-            "--type",
-            "mikrotik",
-            "--url",
-            &url,
-            "--user",
-            "admin",
-            "--tls-fingerprint",
-            &fingerprint,
-            "--password-stdin",
-            "--json",
-        ],
-        &MikrotikConfig::default().password,
-    );
+    add_router(&d, &router);
     // Read as soon as the router is configured.
     let start = Instant::now();
     let corrected = loop {
